@@ -1,0 +1,388 @@
+"""The observer protocol: what the driver and the session subsystem report, and how.
+
+The core never knows which telemetry backends exist. It builds small frozen, slotted
+event objects and hands them to *observers*: any objects with some of the hook methods
+of :class:`Observer` (all hooks are optional; :class:`Observer` itself is a convenient
+no-op base class). ``model_fallback.otel`` and ``model_fallback.prometheus`` are the
+two observers shipped with the library.
+
+Hooks are called synchronously, in the task that runs the fallback (so an observer may
+make a span current around an attempt). They must be cheap and must not block.
+
+Isolation: an observer whose hook raises is disabled for the rest of the process, the
+failure is logged once through :mod:`logging` (logger ``model_fallback.events``),
+counted in :func:`telemetry_errors`, and reported to the other observers through
+:meth:`Observer.observer_failed` (the Prometheus observer turns that into
+``model_fallback_telemetry_errors_total{component}``). The run's result, exception and
+timing are unchanged.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from model_fallback._model import Attempt, Candidate
+
+__all__ = [
+    "AttemptEnded",
+    "AttemptStarted",
+    "CandidateSkipped",
+    "CoordinationAborted",
+    "FenceChecked",
+    "LockAcquired",
+    "LockTimedOut",
+    "Observer",
+    "ObserverFailed",
+    "ObserverLike",
+    "RunEnded",
+    "RunOutcome",
+    "RunStarted",
+    "StaleLockReclaimed",
+    "dispatch",
+    "enable_observer",
+    "is_disabled",
+    "telemetry_errors",
+]
+
+_log = logging.getLogger("model_fallback.events")
+
+
+class RunOutcome(enum.StrEnum):
+    """How a whole run ended (the ``outcome`` label of ``model_fallback_runs_total``)."""
+
+    SUCCESS = "success"
+    EXHAUSTED = "exhausted"
+    COORDINATION_ABORT = "coordination_abort"
+    CANCELLED = "cancelled"
+    ABORTED = "aborted"
+
+
+# --- driver events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """A fallback run began.
+
+    Attributes:
+        run_id: process-unique id shared by every event of this run.
+        candidates: the de-duplicated chain, in order.
+        started_ns: wall-clock start (``time.time_ns()``).
+    """
+
+    run_id: int
+    candidates: tuple[Candidate, ...]
+    started_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStarted:
+    """A candidate is about to be called.
+
+    Attributes:
+        run_id: the run.
+        candidate: the candidate.
+        index: its position in the chain (0 = primary).
+        probe: True when it is cooling down and called as the run's single probe.
+    """
+
+    run_id: int
+    candidate: Candidate
+    index: int
+    probe: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnded:
+    """A candidate call finished (any outcome but ``skipped``).
+
+    Attributes:
+        run_id: the run.
+        attempt: the record, with outcome, reason, coordination kind, error, duration.
+    """
+
+    run_id: int
+    attempt: Attempt
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateSkipped:
+    """A candidate was skipped because it is cooling down.
+
+    Attributes:
+        run_id: the run.
+        attempt: the record (outcome ``skipped``, reason = the cooldown's reason).
+        remaining_s: seconds left on its cooldown.
+    """
+
+    run_id: int
+    attempt: Attempt
+    remaining_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinationAborted:
+    """A coordination error stopped the run; no further candidate was called.
+
+    Sent after the :class:`AttemptEnded` of the attempt that raised it.
+
+    Attributes:
+        run_id: the run.
+        attempt: the attempt that raised it (outcome ``coordination_abort``).
+        kind: the coordination kind (``session_takeover``, ``write_lock_timeout``, ...).
+        untried: how many candidates were left untried: the fallbacks avoided.
+    """
+
+    run_id: int
+    attempt: Attempt
+    kind: str
+    untried: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnded:
+    """A run finished.
+
+    Attributes:
+        run_id: the run.
+        outcome: how it ended.
+        attempts: every attempt and skip, in order.
+        candidate: the candidate that served (success only).
+        fallback_depth: index of the serving candidate (0 = primary), success only.
+        duration_s: wall time of the whole run.
+        error: the exception the run raised, if any.
+    """
+
+    run_id: int
+    outcome: RunOutcome
+    attempts: tuple[Attempt, ...]
+    candidate: Candidate | None
+    fallback_depth: int | None
+    duration_s: float
+    error: BaseException | None
+
+
+# --- session events ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LockAcquired:
+    """A session write lock was acquired.
+
+    Attributes:
+        path: the session file the lock guards.
+        waited_s: time spent waiting (0 when uncontended).
+        started_ns: wall clock when the wait began (``time.time_ns()``).
+        ended_ns: wall clock when the lock was held.
+        reacquire: True when re-acquired after a prompt release.
+    """
+
+    path: str
+    waited_s: float
+    started_ns: int
+    ended_ns: int
+    reacquire: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LockTimedOut:
+    """A session write lock acquisition timed out (a coordination error follows).
+
+    Attributes:
+        path: the session file.
+        waited_s: time waited.
+        owner_pid: the holder's pid, if known.
+        owner_alive: whether the holder was alive, if known.
+        started_ns: wall clock when the wait began.
+        ended_ns: wall clock when it gave up.
+        reacquire: True when re-acquiring after a prompt release.
+    """
+
+    path: str
+    waited_s: float
+    owner_pid: int | None
+    owner_alive: bool | None
+    started_ns: int
+    ended_ns: int
+    reacquire: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StaleLockReclaimed:
+    """A lock left by a dead, recycled or stuck holder was reclaimed.
+
+    Attributes:
+        path: the session file.
+        reason: ``dead_pid``, ``recycled_pid``, ``too_old``, ``kernel_released``, ...
+        owner_pid: the former holder's pid, if known.
+    """
+
+    path: str
+    reason: str
+    owner_pid: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FenceChecked:
+    """The prompt-release fence was verified after re-acquiring the lock.
+
+    Attributes:
+        path: the session file.
+        takeover: True when someone else changed the file (a takeover error follows).
+        before: fingerprint at release.
+        after: fingerprint at re-acquire.
+        started_ns: wall clock when verification began.
+        ended_ns: wall clock when it finished.
+    """
+
+    path: str
+    takeover: bool
+    before: object
+    after: object
+    started_ns: int
+    ended_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ObserverFailed:
+    """Another observer raised and has been disabled.
+
+    Attributes:
+        component: the failing observer's ``component`` attribute or class name.
+        hook: the hook that raised.
+        error: the exception it raised.
+    """
+
+    component: str
+    hook: str
+    error: BaseException
+
+
+# --- the protocol --------------------------------------------------------------------
+
+
+class ObserverLike(Protocol):
+    """Anything can be an observer; this Protocol only names the optional attribute."""
+
+
+class Observer:
+    """No-op base class for observers; override the hooks you need.
+
+    Any object works as an observer: hooks it lacks are simply not called. Set
+    ``component`` to name it in ``model_fallback_telemetry_errors_total``.
+    """
+
+    component: str = "observer"
+
+    def run_started(self, event: RunStarted) -> None:
+        """A run began."""
+
+    def attempt_started(self, event: AttemptStarted) -> None:
+        """A candidate is about to be called."""
+
+    def attempt_ended(self, event: AttemptEnded) -> None:
+        """A candidate call finished."""
+
+    def candidate_skipped(self, event: CandidateSkipped) -> None:
+        """A cooling-down candidate was skipped."""
+
+    def coordination_aborted(self, event: CoordinationAborted) -> None:
+        """A coordination error stopped the run."""
+
+    def run_ended(self, event: RunEnded) -> None:
+        """A run finished."""
+
+    def lock_acquired(self, event: LockAcquired) -> None:
+        """A session write lock was acquired."""
+
+    def lock_timed_out(self, event: LockTimedOut) -> None:
+        """A session write lock acquisition timed out."""
+
+    def stale_lock_reclaimed(self, event: StaleLockReclaimed) -> None:
+        """A stale session lock was reclaimed."""
+
+    def fence_checked(self, event: FenceChecked) -> None:
+        """The prompt-release fence was checked."""
+
+    def observer_failed(self, event: ObserverFailed) -> None:
+        """Another observer raised and was disabled."""
+
+
+# --- isolation -----------------------------------------------------------------------
+
+_guard = threading.Lock()
+# id -> observer: the strong reference keeps the id from being reused by a new object.
+_disabled: dict[int, object] = {}
+_errors: dict[str, int] = {}
+
+
+def _component(observer: object) -> str:
+    try:
+        name = getattr(observer, "component", None)
+        if isinstance(name, str) and name and name != "observer":
+            return name
+    except Exception:
+        pass
+    return type(observer).__name__
+
+
+def is_disabled(observer: object) -> bool:
+    """Whether *observer* has been disabled after raising."""
+    return id(observer) in _disabled
+
+
+def enable_observer(observer: object) -> None:
+    """Re-enable an observer that was disabled (mainly for tests)."""
+    with _guard:
+        _disabled.pop(id(observer), None)
+
+
+def telemetry_errors() -> dict[str, int]:
+    """Observer failures so far in this process, per component."""
+    with _guard:
+        return dict(_errors)
+
+
+def _fail(observer: object, hook: str, exc: Exception, observers: Iterable[object]) -> None:
+    component = _component(observer)
+    with _guard:
+        first = id(observer) not in _disabled
+        _disabled[id(observer)] = observer
+        _errors[component] = _errors.get(component, 0) + 1
+    if first:
+        _log.error(
+            "model_fallback observer %s raised in %s and is disabled for the rest of the process",
+            component,
+            hook,
+            exc_info=exc,
+        )
+    notice = ObserverFailed(component, hook, exc)
+    for other in observers:
+        if other is observer or id(other) in _disabled:
+            continue
+        fn = getattr(other, "observer_failed", None)
+        if fn is None:
+            continue
+        try:
+            fn(notice)
+        except Exception as exc2:
+            _fail(other, "observer_failed", exc2, ())
+
+
+def dispatch(observers: Sequence[object], hook: str, event: Any) -> None:
+    """Call ``hook(event)`` on every enabled observer that has it, isolating failures."""
+    for obs in observers:
+        if id(obs) in _disabled:
+            continue
+        try:
+            fn = getattr(obs, hook, None)
+            if fn is None:
+                continue
+            fn(event)
+        except Exception as exc:
+            _fail(obs, hook, exc, observers)
