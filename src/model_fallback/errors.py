@@ -198,7 +198,7 @@ def _summary(attempts: Sequence[Attempt]) -> str:
     return f"All models failed ({len(attempts)}): " + " | ".join(parts)
 
 
-class AllCandidatesFailedError(ExceptionGroup[FailoverError]):  # type: ignore[misc]
+class AllCandidatesFailedError(ExceptionGroup[FailoverError]):
     """Every candidate failed or was skipped.
 
     An :class:`ExceptionGroup` of one :class:`FailoverError` per *attempted* candidate
@@ -225,7 +225,7 @@ class AllCandidatesFailedError(ExceptionGroup[FailoverError]):  # type: ignore[m
         message: str,
         exceptions: Sequence[FailoverError],
         *,
-        attempts: Sequence[Attempt] = (),
+        attempts: Sequence[Attempt] = (),  # noqa: ARG002 - consumed by __new__
     ) -> None:
         super().__init__(message, exceptions)
 

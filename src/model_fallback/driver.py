@@ -1,0 +1,366 @@
+"""The fallback driver: try candidates in order, classify every failure, stop on the
+ones that are not the model's fault.
+
+For each candidate, in order (duplicates dropped):
+
+1. A candidate cooling down is skipped (``Outcome.skipped``), unless every remaining
+   candidate is cooling down: then it is probed (one probe per run).
+2. ``await run(candidate)``, within ``attempt_timeout`` if given (expiry is a provider
+   ``timeout``).
+3. Success returns a :class:`FallbackResult`.
+4. A ``BaseException`` that is not an ``Exception`` (cancellation, ``KeyboardInterrupt``,
+   ``SystemExit``) propagates at once: outcome ``cancelled``, nothing recorded against
+   the candidate, no cooldown.
+5. A coordination error propagates at once, unchanged: outcome ``coordination_abort``,
+   no cooldown, no further candidate called; observers learn how many were left untried.
+6. A reason in ``policy.stop_on`` (default ``{context_overflow}``) or a
+   ``policy.should_fallback`` veto propagates the original error: outcome ``aborted``.
+7. Otherwise the outcome is ``provider_failure`` with its reason (``unknown`` when
+   unclassified); rate_limit, overloaded, billing, auth and auth_permanent start a
+   cooldown (honouring ``Retry-After``).
+
+When every candidate failed or was skipped, :class:`~model_fallback.AllCandidatesFailedError`
+is raised. Arguments are validated before any call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import anyio
+
+from model_fallback._model import Attempt, Candidate, FailoverReason, Outcome
+from model_fallback.classify import analyze
+from model_fallback.cooldown import COOLDOWN_REASONS, CooldownTracker
+from model_fallback.errors import AllCandidatesFailedError, FailoverError
+from model_fallback.events import (
+    AttemptEnded,
+    AttemptStarted,
+    CandidateSkipped,
+    CoordinationAborted,
+    RunEnded,
+    RunOutcome,
+    RunStarted,
+    dispatch,
+)
+
+__all__ = [
+    "Attempt",
+    "Candidate",
+    "FallbackPolicy",
+    "FallbackResult",
+    "Outcome",
+    "normalize_candidates",
+    "run_with_model_fallback",
+]
+
+T = TypeVar("T")
+
+_run_ids = itertools.count(1)
+_perf = time.perf_counter
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackPolicy:
+    """When to stop falling back.
+
+    Attributes:
+        stop_on: reasons that abort the run with the original error instead of trying
+            the next candidate (default: ``context_overflow``, since a longer prompt will
+            not fit a smaller model either; compact and retry instead).
+        should_fallback: optional veto called with the failed :class:`Attempt`; returning
+            False aborts the run with the original error (outcome ``aborted``).
+    """
+
+    stop_on: frozenset[FailoverReason] = field(
+        default_factory=lambda: frozenset({FailoverReason.CONTEXT_OVERFLOW})
+    )
+    should_fallback: Callable[[Attempt], bool] | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            reasons = frozenset(FailoverReason(r) for r in self.stop_on)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"stop_on must hold FailoverReason values: {exc}") from None
+        object.__setattr__(self, "stop_on", reasons)
+        if self.should_fallback is not None and not callable(self.should_fallback):
+            raise TypeError("should_fallback must be callable or None")
+
+
+_DEFAULT_POLICY = FallbackPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackResult(Generic[T]):
+    """A successful run.
+
+    Attributes:
+        value: what ``run`` returned.
+        candidate: the candidate that served.
+        attempts: every attempt and skip, the successful one last.
+    """
+
+    value: T
+    candidate: Candidate
+    attempts: tuple[Attempt, ...]
+
+    @property
+    def fallback_depth(self) -> int:
+        """Index of the serving candidate in the chain (0 = primary)."""
+        return self.attempts[-1].index
+
+    @property
+    def fell_back(self) -> bool:
+        """Whether a candidate other than the primary served."""
+        return self.attempts[-1].index > 0
+
+
+def normalize_candidates(candidates: Iterable[Candidate | str]) -> tuple[Candidate, ...]:
+    """Parse and de-duplicate a chain, keeping order.
+
+    Raises:
+        TypeError: for a bare string/Candidate instead of a sequence, or a wrong item type.
+        ValueError: for an empty chain or a malformed ``"provider/model"``.
+    """
+    if isinstance(candidates, str | Candidate):
+        raise TypeError("candidates must be a sequence of Candidate or 'provider/model' strings")
+    try:
+        items = list(candidates)
+    except TypeError:
+        raise TypeError(
+            "candidates must be a sequence of Candidate or 'provider/model' strings"
+        ) from None
+    out: list[Candidate] = []
+    seen: set[Candidate] = set()
+    for item in items:
+        if isinstance(item, Candidate):
+            c = item
+        elif isinstance(item, str):
+            c = Candidate.parse(item)
+        else:
+            raise TypeError(f"candidate must be a Candidate or a string, got {type(item).__name__}")
+        if c not in seen:
+            seen.add(c)
+            out.append(c)
+    if not out:
+        raise ValueError("candidates must not be empty")
+    return tuple(out)
+
+
+def _validate_timeout(attempt_timeout: float | None) -> float | None:
+    if attempt_timeout is None:
+        return None
+    if isinstance(attempt_timeout, bool) or not isinstance(attempt_timeout, int | float):
+        raise TypeError("attempt_timeout must be a number of seconds or None")
+    t = float(attempt_timeout)
+    if math.isnan(t) or t <= 0:
+        raise ValueError(f"attempt_timeout must be positive, got {attempt_timeout!r}")
+    return None if math.isinf(t) else t
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    return text or type(exc).__name__
+
+
+async def run_with_model_fallback(
+    run: Callable[[Candidate], Awaitable[T]],
+    candidates: Sequence[Candidate | str],
+    *,
+    policy: FallbackPolicy | None = None,
+    cooldowns: CooldownTracker | None = None,
+    observers: Sequence[object] = (),
+    attempt_timeout: float | None = None,
+) -> FallbackResult[T]:
+    """Call ``run(candidate)`` for each candidate in order until one succeeds.
+
+    Args:
+        run: ``async (Candidate) -> T``: one provider call.
+        candidates: the chain, as :class:`Candidate` objects or ``"provider/model"``
+            strings; duplicates are dropped, order is kept.
+        policy: when to stop falling back (default: stop on ``context_overflow``).
+        cooldowns: a tracker shared across runs; None disables cooldowns.
+        observers: telemetry observers (see :mod:`model_fallback.events`).
+        attempt_timeout: seconds allowed per attempt; expiry counts as a provider
+            ``timeout`` and the chain continues.
+
+    Returns:
+        The :class:`FallbackResult` of the first candidate that succeeded.
+
+    Raises:
+        AllCandidatesFailedError: every candidate failed or was skipped.
+        CoordinationError: (or any error classified as one) unchanged, on the candidate
+            that hit it; no further candidate is called.
+        BaseException: cancellation and other non-``Exception`` errors, unchanged.
+        Exception: the original error when the policy stops the run.
+        TypeError, ValueError: invalid arguments, before any call.
+    """
+    if not callable(run):
+        raise TypeError("run must be an async callable taking a Candidate")
+    chain = normalize_candidates(candidates)
+    timeout = _validate_timeout(attempt_timeout)
+    if policy is None:
+        policy = _DEFAULT_POLICY
+    elif not isinstance(policy, FallbackPolicy):
+        raise TypeError("policy must be a FallbackPolicy or None")
+    if cooldowns is not None and not isinstance(cooldowns, CooldownTracker):
+        raise TypeError("cooldowns must be a CooldownTracker or None")
+    obs: tuple[object, ...] = tuple(observers)
+
+    run_id = next(_run_ids)
+    started = _perf()
+    if obs:
+        dispatch(obs, "run_started", RunStarted(run_id, chain, time.time_ns()))
+
+    attempts: list[Attempt] = []
+    failures: list[FailoverError] = []
+    probed = False
+    n = len(chain)
+    stop_on = policy.stop_on
+    should_fallback = policy.should_fallback
+
+    for index, candidate in enumerate(chain):
+        probe = False
+        if cooldowns is not None:
+            entry = cooldowns.entry(candidate)
+            if entry is not None:
+                rest_cooling = all(cooldowns.is_cooling(c) for c in chain[index + 1 :])
+                if rest_cooling and not probed:
+                    probed = probe = True
+                else:
+                    skip = Attempt(candidate, index, Outcome.SKIPPED, entry.reason)
+                    attempts.append(skip)
+                    if obs:
+                        dispatch(
+                            obs,
+                            "candidate_skipped",
+                            CandidateSkipped(run_id, skip, cooldowns.remaining(candidate)),
+                        )
+                    continue
+
+        if obs:
+            dispatch(obs, "attempt_started", AttemptStarted(run_id, candidate, index, probe))
+        t0 = _perf()
+        try:
+            if timeout is None:
+                value = await run(candidate)
+            else:
+                with anyio.fail_after(timeout):
+                    value = await run(candidate)
+        except Exception as exc:
+            elapsed = _perf() - t0
+            info = analyze(exc)
+            kind = info.coordination_kind
+            if kind is not None:
+                att = Attempt(
+                    candidate, index, Outcome.COORDINATION_ABORT, None, kind, exc, elapsed,
+                    info.status, info.code,
+                )  # fmt: skip
+                attempts.append(att)
+                if obs:
+                    dispatch(obs, "attempt_ended", AttemptEnded(run_id, att))
+                    dispatch(
+                        obs,
+                        "coordination_aborted",
+                        CoordinationAborted(run_id, att, kind, n - index - 1),
+                    )
+                    _end(obs, run_id, RunOutcome.COORDINATION_ABORT, attempts, started, exc)
+                raise
+            reason = info.reason if info.reason is not None else FailoverReason.UNKNOWN
+            att = Attempt(
+                candidate, index, Outcome.PROVIDER_FAILURE, reason, None, exc, elapsed,
+                info.status, info.code,
+            )  # fmt: skip
+            stop = reason in stop_on
+            if not stop and should_fallback is not None:
+                try:
+                    stop = not should_fallback(att)
+                except Exception:
+                    att = Attempt(
+                        candidate, index, Outcome.ABORTED, reason, None, exc, elapsed,
+                        info.status, info.code,
+                    )  # fmt: skip
+                    attempts.append(att)
+                    if obs:
+                        dispatch(obs, "attempt_ended", AttemptEnded(run_id, att))
+                        _end(obs, run_id, RunOutcome.ABORTED, attempts, started, exc)
+                    raise
+            if stop:
+                att = Attempt(
+                    candidate, index, Outcome.ABORTED, reason, None, exc, elapsed,
+                    info.status, info.code,
+                )  # fmt: skip
+                attempts.append(att)
+                if obs:
+                    dispatch(obs, "attempt_ended", AttemptEnded(run_id, att))
+                    _end(obs, run_id, RunOutcome.ABORTED, attempts, started, exc)
+                raise
+            attempts.append(att)
+            if cooldowns is not None and reason in COOLDOWN_REASONS:
+                cooldowns.record_failure(candidate, reason, exc)
+            failure = FailoverError(
+                _message(exc), reason=reason, candidate=candidate, status=info.status,
+                code=info.code,
+            )  # fmt: skip
+            failure.__cause__ = exc
+            failures.append(failure)
+            if obs:
+                dispatch(obs, "attempt_ended", AttemptEnded(run_id, att))
+            continue
+        except BaseException as exc:
+            att = Attempt(candidate, index, Outcome.CANCELLED, None, None, exc, _perf() - t0)
+            attempts.append(att)
+            if obs:
+                dispatch(obs, "attempt_ended", AttemptEnded(run_id, att))
+                _end(obs, run_id, RunOutcome.CANCELLED, attempts, started, exc)
+            raise
+
+        att = Attempt(candidate, index, Outcome.SUCCESS, None, None, None, _perf() - t0)
+        attempts.append(att)
+        if cooldowns is not None:
+            cooldowns.record_success(candidate)
+        result = FallbackResult(value, candidate, tuple(attempts))
+        if obs:
+            dispatch(obs, "attempt_ended", AttemptEnded(run_id, att))
+            dispatch(
+                obs,
+                "run_ended",
+                RunEnded(
+                    run_id, RunOutcome.SUCCESS, result.attempts, candidate, index,
+                    _perf() - started, None,
+                ),
+            )  # fmt: skip
+        return result
+
+    if not failures:  # only reachable with a store that changes under us; never build an empty group
+        failures = [
+            FailoverError("cooling down", reason=a.reason or FailoverReason.UNKNOWN, candidate=a.candidate)
+            for a in attempts
+        ]
+    error = AllCandidatesFailedError.from_attempts(attempts, failures)
+    if obs:
+        _end(obs, run_id, RunOutcome.EXHAUSTED, attempts, started, error)
+    raise error
+
+
+def _end(
+    obs: Sequence[object],
+    run_id: int,
+    outcome: RunOutcome,
+    attempts: list[Attempt],
+    started: float,
+    error: BaseException,
+) -> None:
+    dispatch(
+        obs,
+        "run_ended",
+        RunEnded(run_id, outcome, tuple(attempts), None, None, _perf() - started, error),
+    )
