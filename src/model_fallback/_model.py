@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["Attempt", "Candidate", "FailoverReason", "Outcome"]
 
@@ -84,9 +85,11 @@ class Candidate:
         return cls(provider.strip(), model.strip())
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """The record of one candidate in one run.
+class Attempt(NamedTuple):
+    """The record of one candidate in one run (immutable).
+
+    A named tuple rather than a dataclass: the driver builds one per candidate on the
+    hot path, and a tuple costs a quarter of a frozen dataclass to build.
 
     Attributes:
         candidate: the candidate.
@@ -103,7 +106,7 @@ class Attempt:
     """
 
     candidate: Candidate
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: a DESIGN field name
     outcome: Outcome
     reason: FailoverReason | None = None
     coordination_kind: str | None = None

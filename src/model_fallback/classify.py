@@ -34,7 +34,6 @@ from __future__ import annotations
 import errno as _errno
 import re
 import threading
-from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from model_fallback._model import FailoverReason
@@ -174,35 +173,113 @@ def _type_coordination_kind(tp: type) -> str:
 
 
 def _get(obj: Any, name: str) -> Any:
-    """``getattr`` (or mapping lookup) that never raises."""
+    """``getattr`` (or dict lookup) that never raises."""
     try:
-        if isinstance(obj, Mapping):
+        if isinstance(obj, dict):
             return obj.get(name)
         return getattr(obj, name, None)
     except Exception:
         return None
 
 
-def _text_of(obj: Any) -> str:
+# Every attribute the classifier reads from a node; fetched once per node.
+_ATTRS = (
+    "status", "status_code", "statusCode", "http_status", "code", "message", "errno",
+    "response", "detail", "error", "cause", "reason", "body",
+)  # fmt: skip
+_ATTR_SET = frozenset(_ATTRS)
+_STATUS_ATTRS = ("status", "status_code", "statusCode", "http_status")
+_CHILD_ATTRS = ("cause", "error", "reason", "response", "body", "detail")
+_BUILTIN_GETATTR_OWNERS = (object, BaseException)
+
+# type -> (plain, class-level names among _ATTRS). "plain" types have no custom attribute
+# hooks, so their instance attributes can be read straight from __dict__: one C-level set
+# intersection instead of thirteen getattr calls per node.
+_type_info: dict[type, tuple[bool, tuple[str, ...]]] = {}
+
+
+def _info(tp: type) -> tuple[bool, tuple[str, ...]]:
     try:
-        if isinstance(obj, str):
+        return _type_info[tp]
+    except KeyError:
+        pass
+    except Exception:
+        return (False, ())
+    try:
+        plain = not any(
+            ("__getattribute__" in vars(base) and base not in _BUILTIN_GETATTR_OWNERS)
+            or "__getattr__" in vars(base)
+            for base in tp.__mro__
+        )
+        names = tuple(n for n in _ATTRS if hasattr(tp, n))
+    except Exception:
+        plain, names = False, ()
+    info = (plain, names)
+    try:
+        if len(_type_info) < 4096:
+            _type_info[tp] = info
+    except Exception:
+        pass
+    return info
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    """The non-None values of :data:`_ATTRS` on *node* (attributes or dict keys)."""
+    found: dict[str, Any] = {}
+    try:
+        if isinstance(node, dict):
+            for k in node.keys() & _ATTR_SET:
+                v = node[k]
+                if v is not None:
+                    found[k] = v
+            return found
+        plain, class_names = _info(type(node))
+        if plain:
+            try:
+                d = node.__dict__
+            except Exception:
+                d = None
+            if d:
+                for k in d.keys() & _ATTR_SET:
+                    v = d[k]
+                    if v is not None:
+                        found[k] = v
+            for k in class_names:
+                if k not in found:
+                    v = _get(node, k)
+                    if v is not None:
+                        found[k] = v
+        else:
+            for k in _ATTRS:
+                v = _get(node, k)
+                if v is not None:
+                    found[k] = v
+    except Exception:
+        return found
+    return found
+
+
+def _text_of(obj: Any, attrs: dict[str, Any]) -> str:
+    try:
+        msg = attrs.get("message")
+        if type(msg) is str and msg:
+            text = msg
+        elif isinstance(obj, BaseException):
+            text = str(obj)
+        elif isinstance(obj, str):
             text = obj
         elif isinstance(obj, bytes | bytearray):
             text = bytes(obj[:_MAX_TEXT]).decode("utf-8", "replace")
-        elif isinstance(obj, BaseException):
-            msg = _get(obj, "message")
-            text = msg if isinstance(msg, str) and msg else str(obj)
-        elif isinstance(obj, Mapping):
-            msg = obj.get("message") or obj.get("error_message") or obj.get("msg")
-            text = msg if isinstance(msg, str) else ""
+        elif isinstance(obj, dict):
+            alt = obj.get("error_message") or obj.get("msg")
+            text = alt if isinstance(alt, str) else ""
         else:
-            msg = _get(obj, "message")
-            text = msg if isinstance(msg, str) else ""
+            text = ""
     except Exception:
         return ""
-    if not isinstance(text, str):
+    if type(text) is not str:
         return ""
-    return text[:_MAX_TEXT]
+    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT]
 
 
 _STRICT_INT = re.compile(r"\s*(\d{3})\s*")
@@ -236,13 +313,15 @@ def _leading_status(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _node_status(node: Any) -> int | None:
-    for name in ("status", "status_code", "statusCode", "http_status"):
-        s = _as_status(_get(node, name))
-        if s is not None:
-            return s
-    resp = _get(node, "response")
-    if resp is not None and resp is not node:
+def _node_status(attrs: dict[str, Any]) -> int | None:
+    for name in _STATUS_ATTRS:
+        v = attrs.get(name)
+        if v is not None:
+            s = _as_status(v)
+            if s is not None:
+                return s
+    resp = attrs.get("response")
+    if resp is not None and not isinstance(resp, str | bytes | int | float):
         for name in ("status_code", "status", "statusCode"):
             s = _as_status(_get(resp, name))
             if s is not None:
@@ -258,30 +337,26 @@ def _as_code(value: Any) -> str | None:
     return None
 
 
-def _node_code(node: Any) -> str | None:
-    c = _as_code(_get(node, "code"))
+def _node_code(node: Any, attrs: dict[str, Any]) -> str | None:
+    c = _as_code(attrs.get("code"))
     if c:
         return c
     for holder in ("detail", "error"):
-        inner = _get(node, holder)
-        if inner is not None and inner is not node and not isinstance(inner, str | bytes):
+        inner = attrs.get(holder)
+        if inner is not None and inner is not node and not isinstance(inner, str | bytes | int | float):
             c = _as_code(_get(inner, "code"))
             if c:
                 return c
-    status = _get(node, "status")
+    status = attrs.get("status")
     if isinstance(status, str) and _as_status(status) is None:
         c = _as_code(status)
         if c:
             return c
-    if isinstance(node, OSError):
-        try:
-            en = node.errno
-            if isinstance(en, int):
-                name = _errno.errorcode.get(en)
-                if name:
-                    return name
-        except Exception:
-            return None
+    en = attrs.get("errno")
+    if isinstance(en, int) and not isinstance(en, bool) and isinstance(node, OSError):
+        name = _errno.errorcode.get(en)
+        if name:
+            return name
     return None
 
 
@@ -666,28 +741,27 @@ def _failover_reason(node: Any) -> FailoverReason | None:
     return None
 
 
-_CHILD_ATTRS = ("cause", "error", "reason", "response", "body", "detail")
-
-
-def _children(node: Any) -> Iterable[Any]:
+def _children(node: Any, attrs: dict[str, Any]) -> list[Any]:
+    out: list[Any] = []
     if isinstance(node, BaseException):
-        c = node.__cause__
-        if c is not None:
-            yield c
-        ctx = node.__context__
-        if ctx is not None and not node.__suppress_context__:
-            yield ctx
-        if isinstance(node, BaseExceptionGroup):
-            try:
-                yield from tuple(node.exceptions)[:64]
-            except Exception:
-                pass
-    if isinstance(node, str | bytes | bytearray | int | float | bool):
-        return
+        try:
+            c = node.__cause__
+            if c is not None:
+                out.append(c)
+            ctx = node.__context__
+            if ctx is not None and not node.__suppress_context__:
+                out.append(ctx)
+            if isinstance(node, BaseExceptionGroup):
+                out.extend(tuple(node.exceptions)[:64])
+        except Exception:
+            pass
+    if isinstance(node, str | bytes | bytearray):
+        return out
     for name in _CHILD_ATTRS:
-        v = _get(node, name)
+        v = attrs.get(name)
         if v is not None and v is not node and not isinstance(v, int | float | bool):
-            yield v
+            out.append(v)
+    return out
 
 
 def _analyze(err: object) -> Classification:
@@ -699,10 +773,39 @@ def _analyze(err: object) -> Classification:
         return Classification(None, kind, None, None)
     top_failover = _failover_reason(err)
     if top_failover is not None:
-        return Classification(
-            top_failover, None, _as_status(_get(err, "status")), _as_code(_get(err, "code"))
-        )
+        status = _as_status(_get(err, "status"))
+        return Classification(top_failover, None, status, _as_code(_get(err, "code")))
 
+    if (
+        isinstance(err, BaseException)
+        and err.__cause__ is None
+        and (err.__context__ is None or err.__suppress_context__)
+        and not isinstance(err, BaseExceptionGroup)
+    ):
+        # A leaf error (nothing beneath it) is classified by its type, its scalar attributes
+        # and its text alone: remember the answer, since providers repeat the same errors.
+        attrs = _attrs(err)
+        if not (attrs.keys() & _CHILD_SET):
+            try:
+                key = (type(err), tuple(attrs.items()), _text_of(err, attrs))
+                hit = _leaf_cache.get(key)
+            except Exception:
+                return _walk(err)
+            if hit is None:
+                hit = _walk(err)
+                if len(_leaf_cache) >= _LEAF_CACHE_SIZE:
+                    _leaf_cache.clear()
+                _leaf_cache[key] = hit
+            return hit
+    return _walk(err)
+
+
+_LEAF_CACHE_SIZE = 2048
+_leaf_cache: dict[tuple[type, tuple[tuple[str, Any], ...], str], Classification] = {}
+_CHILD_SET = frozenset(_CHILD_ATTRS)
+
+
+def _walk(err: object) -> Classification:
     # Breadth-first walk. parents[i] is the index of node i's parent (-1 for the root),
     # so that explicit metadata can be checked on the ancestors of a coordination error.
     nodes: list[Any] = [err]
@@ -720,9 +823,10 @@ def _analyze(err: object) -> Classification:
     while i < len(nodes):
         node = nodes[i]
         depth = depths[i]
-        status = _node_status(node)
-        code = _node_code(node)
-        text = _text_of(node)
+        attrs = _attrs(node)
+        status = _node_status(attrs)
+        code = _node_code(node, attrs)
+        text = _text_of(node, attrs)
         if status is None and text and not isinstance(node, str | bytes | bytearray):
             status = _leading_status(text)
         statuses.append(status)
@@ -744,7 +848,7 @@ def _analyze(err: object) -> Classification:
         if type_reason is None and isinstance(node, BaseException):
             type_reason = _type_reason(type(node))
         if depth < MAX_DEPTH and len(nodes) < MAX_NODES:
-            for child in _children(node):
+            for child in _children(node, attrs):
                 cid = id(child)
                 if cid in seen:
                     continue

@@ -130,25 +130,28 @@ def normalize_candidates(candidates: Iterable[Candidate | str]) -> tuple[Candida
     if isinstance(candidates, str | Candidate):
         raise TypeError("candidates must be a sequence of Candidate or 'provider/model' strings")
     try:
-        items = list(candidates)
+        items = tuple(candidates)
     except TypeError:
         raise TypeError(
             "candidates must be a sequence of Candidate or 'provider/model' strings"
         ) from None
+    if not items:
+        raise ValueError("candidates must not be empty")
     out: list[Candidate] = []
-    seen: set[Candidate] = set()
+    seen: set[tuple[str, str]] = set()
     for item in items:
-        if isinstance(item, Candidate):
+        if type(item) is Candidate:
             c = item
         elif isinstance(item, str):
             c = Candidate.parse(item)
+        elif isinstance(item, Candidate):
+            c = item
         else:
             raise TypeError(f"candidate must be a Candidate or a string, got {type(item).__name__}")
-        if c not in seen:
-            seen.add(c)
+        key = (c.provider, c.model)
+        if key not in seen:
+            seen.add(key)
             out.append(c)
-    if not out:
-        raise ValueError("candidates must not be empty")
     return tuple(out)
 
 
@@ -221,7 +224,6 @@ async def run_with_model_fallback(
         dispatch(obs, "run_started", RunStarted(run_id, chain, time.time_ns()))
 
     attempts: list[Attempt] = []
-    failures: list[FailoverError] = []
     probed = False
     n = len(chain)
     stop_on = policy.stop_on
@@ -306,12 +308,6 @@ async def run_with_model_fallback(
             attempts.append(att)
             if cooldowns is not None and reason in COOLDOWN_REASONS:
                 cooldowns.record_failure(candidate, reason, exc)
-            failure = FailoverError(
-                _message(exc), reason=reason, candidate=candidate, status=info.status,
-                code=info.code,
-            )  # fmt: skip
-            failure.__cause__ = exc
-            failures.append(failure)
             if obs:
                 dispatch(obs, "attempt_ended", AttemptEnded(run_id, att))
             continue
@@ -340,15 +336,29 @@ async def run_with_model_fallback(
             )  # fmt: skip
         return result
 
-    if not failures:  # only reachable with a store that changes under us; never build an empty group
+    error = AllCandidatesFailedError.from_attempts(attempts, _failures(attempts))
+    if obs:
+        _end(obs, run_id, RunOutcome.EXHAUSTED, attempts, started, error)
+    raise error
+
+
+def _failures(attempts: list[Attempt]) -> list[FailoverError]:
+    """One FailoverError per attempted candidate (built only on exhaustion: off the hot path)."""
+    failures = []
+    for a in attempts:
+        if a.outcome is Outcome.PROVIDER_FAILURE and a.error is not None:
+            f = FailoverError(
+                _message(a.error), reason=a.reason or FailoverReason.UNKNOWN, candidate=a.candidate,
+                status=a.status, code=a.code,
+            )  # fmt: skip
+            f.__cause__ = a.error
+            failures.append(f)
+    if not failures:  # only reachable with a store that changes under us; never an empty group
         failures = [
             FailoverError("cooling down", reason=a.reason or FailoverReason.UNKNOWN, candidate=a.candidate)
             for a in attempts
         ]
-    error = AllCandidatesFailedError.from_attempts(attempts, failures)
-    if obs:
-        _end(obs, run_id, RunOutcome.EXHAUSTED, attempts, started, error)
-    raise error
+    return failures
 
 
 def _end(
