@@ -486,7 +486,8 @@ def _type_reason(tp: type) -> FailoverReason | None:
 
 
 def _rx(*parts: str) -> re.Pattern[str]:
-    return re.compile("|".join(parts), re.IGNORECASE)
+    # Texts are lower-cased once per node; case-sensitive patterns are much faster.
+    return re.compile("|".join(parts))
 
 
 _SESSION_EXPIRED = _rx(
@@ -826,7 +827,7 @@ def _walk(err: object) -> Classification:
         attrs = _attrs(node)
         status = _node_status(attrs)
         code = _node_code(node, attrs)
-        text = _text_of(node, attrs)
+        text = _text_of(node, attrs).lower()
         if status is None and text and not isinstance(node, str | bytes | bytearray):
             status = _leading_status(text)
         statuses.append(status)
