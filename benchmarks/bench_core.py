@@ -19,6 +19,7 @@ import timeit
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 import model_fallback as mf
 from model_fallback.classify import _leaf_cache, analyze
@@ -81,7 +82,7 @@ async def _round(n: int) -> tuple[int, int]:
     ok = failed = 0
 
     async def run(c: mf.Candidate) -> str:
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         if c.provider == "openai":
             e = Exception("Too Many Requests")
             e.status = 429  # type: ignore[attr-defined]
