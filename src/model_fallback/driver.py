@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import anyio
 
@@ -95,9 +95,8 @@ class FallbackPolicy:
 _DEFAULT_POLICY = FallbackPolicy()
 
 
-@dataclass(frozen=True, slots=True)
-class FallbackResult(Generic[T]):
-    """A successful run.
+class FallbackResult(NamedTuple, Generic[T]):
+    """A successful run (immutable; a named tuple, built once per run on the hot path).
 
     Attributes:
         value: what ``run`` returned.
