@@ -1,0 +1,576 @@
+"""otel-collector.yaml against a real OpenTelemetry Collector (built from Go modules in collector/).
+
+1. ``validate`` accepts the repository's config and rejects broken variants of it.
+2. End to end, all on 127.0.0.1: the OpenTelemetry Python SDK exports the library's spans and
+   metrics over OTLP/HTTP -> the collector -> its Prometheus exporter (OpenMetrics, exemplars),
+   spanmetrics, and the OTLP/gRPC traces exporter -> a small gRPC trace receiver in this process;
+   then a real Prometheus scrapes the collector and answers queries for the dashboard series.
+
+The binary comes from ``MF_OTELCOL`` (set by scripts/test, which runs scripts/build-collector).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, require_tool
+
+pytestmark = [pytest.mark.tool, pytest.mark.slow]
+
+CONFIG = ROOT / "otel-collector.yaml"
+SERVICE_NAME = "model-fallback-collector-test"
+GENAI_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str, accept: str | None = None, timeout: float = 5.0) -> tuple[int, str]:
+    """GET a loopback URL; (status, body) with status 0 when nothing answers yet."""
+    req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read().decode(errors="replace")
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, ""
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, on_fail: Callable[[], str] = str) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``on_fail()`` details."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{on_fail()}")
+        time.sleep(0.2)
+
+
+def validate(otelcol: str, config: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``otelcol validate`` on a config file."""
+    return subprocess.run(
+        [otelcol, "validate", f"--config={config}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if the process does not exit within 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def otelcol() -> str:
+    """Path of the collector binary (fails in CI when missing, skips locally)."""
+    return require_tool("otelcol", env_var="MF_OTELCOL")
+
+
+# --------------------------------------------------------------------------------------------
+# 1. validation
+
+
+def test_repository_config_validates(otelcol: str) -> None:
+    result = validate(otelcol, CONFIG)
+    assert result.returncode == 0, result.stderr
+
+
+def _break_unknown_key(cfg: dict[str, Any]) -> None:
+    cfg["exporters"]["prometheus"]["enable_openmetrics"] = True  # typo of enable_open_metrics
+
+
+def _break_pipeline_reference(cfg: dict[str, Any]) -> None:
+    cfg["service"]["pipelines"]["metrics"]["exporters"].append("prometheus/missing")
+
+
+def _break_translation_strategy(cfg: dict[str, Any]) -> None:
+    cfg["exporters"]["prometheus"]["translation_strategy"] = "DotsEverywhere"
+
+
+def _break_spanmetrics_buckets(cfg: dict[str, Any]) -> None:
+    # explicit and exponential buckets together are refused by the connector's own Validate().
+    cfg["connectors"]["span_metrics"]["histogram"]["exponential"] = {"max_size": 160}
+
+
+def _break_memory_limiter(cfg: dict[str, Any]) -> None:
+    cfg["processors"]["memory_limiter"]["spike_limit_mib"] = 4096  # above limit_mib
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (_break_unknown_key, "enable_openmetrics"),
+        (_break_pipeline_reference, "prometheus/missing"),
+        (_break_translation_strategy, "DotsEverywhere"),
+        (_break_spanmetrics_buckets, "exponential"),
+        (_break_memory_limiter, "spike"),
+    ],
+    ids=["unknown-key", "undefined-exporter", "bad-translation-strategy", "two-bucket-kinds", "spike>limit"],
+)
+def test_broken_config_is_rejected(
+    otelcol: str, tmp_path: Path, mutate: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    cfg = yaml.safe_load(CONFIG.read_text())
+    mutate(cfg)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    result = validate(otelcol, broken)
+    assert result.returncode != 0, f"validate accepted a broken config:\n{broken.read_text()}"
+    assert expected.lower() in (result.stderr + result.stdout).lower(), result.stderr
+
+
+def test_config_shape_is_safe_by_default() -> None:
+    """Structure the tests above cannot see: ordering, loopback defaults, exemplars on."""
+    cfg = yaml.safe_load(CONFIG.read_text())
+    for name, pipeline in cfg["service"]["pipelines"].items():
+        assert pipeline["processors"][0] == "memory_limiter", name
+        assert pipeline["processors"][-1] == "batch", name
+    endpoints = [
+        cfg["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
+        cfg["receivers"]["otlp"]["protocols"]["http"]["endpoint"],
+        cfg["exporters"]["prometheus"]["endpoint"],
+        cfg["extensions"]["health_check"]["endpoint"],
+    ]
+    for endpoint in endpoints:
+        assert endpoint.startswith("${env:OTELCOL_BIND:-127.0.0.1}:"), endpoint
+    assert cfg["exporters"]["prometheus"]["enable_open_metrics"] is True
+    assert cfg["connectors"]["span_metrics"]["exemplars"]["enabled"] is True
+    dims = {d["name"] for d in cfg["connectors"]["span_metrics"]["dimensions"]}
+    assert {"model_fallback.attempt.outcome", "gen_ai.request.model"} <= dims
+
+
+# --------------------------------------------------------------------------------------------
+# 2. end to end
+
+
+class TraceSink:
+    """A real OTLP/gRPC trace receiver (TraceService/Export) on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        sink = self
+        self._lock = threading.Lock()
+        self._requests: list[Any] = []
+
+        class _Servicer(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
+                with sink._lock:
+                    sink._requests.append(request)
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Servicer(), self._server)
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server.start()
+
+    def spans(self) -> list[tuple[dict[str, Any], Any]]:
+        """Every received span with its resource attributes."""
+        out: list[tuple[dict[str, Any], Any]] = []
+        with self._lock:
+            requests = list(self._requests)
+        for req in requests:
+            for rs in req.resource_spans:
+                resource = {kv.key: kv.value.string_value for kv in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    out.extend((resource, span) for span in ss.spans)
+        return out
+
+    def close(self) -> None:
+        self._server.stop(grace=None).wait(5)
+
+
+@dataclass
+class Collector:
+    """A running collector and where to reach it."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    otlp_http: int
+    prometheus: int
+    health: int
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
+
+@contextlib.contextmanager
+def run_collector(otelcol: str, tmp: Path, traces_endpoint: str) -> Iterator[Collector]:
+    """Start the collector on free loopback ports with the repository's config; stop it after."""
+    ports = {name: free_port() for name in ("OTLP_GRPC", "OTLP_HTTP", "PROMETHEUS", "HEALTH", "TELEMETRY")}
+    env = dict(os.environ)
+    env.update({f"OTELCOL_{name}_PORT": str(port) for name, port in ports.items()})
+    env.update(
+        {
+            "OTELCOL_BIND": "127.0.0.1",
+            "TRACES_OTLP_ENDPOINT": traces_endpoint,
+            "SPANMETRICS_FLUSH_INTERVAL": "1s",
+            "GOMEMLIMIT": "400MiB",
+        }
+    )
+    log = tmp / "otelcol.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [otelcol, f"--config={CONFIG}"], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    col = Collector(proc, log, ports["OTLP_HTTP"], ports["PROMETHEUS"], ports["HEALTH"])
+    try:
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"collector exited with {proc.returncode}:\n{col.log_tail()}")
+            return http_get(f"http://127.0.0.1:{col.health}/")[0] == 200
+
+        wait_for("collector health_check", healthy, 30, col.log_tail)
+        yield col
+    finally:
+        stop(proc)
+
+
+@dataclass
+class Emitted:
+    """What the telemetry producer sent, for the assertions."""
+
+    trace_ids: set[str] = field(default_factory=set)
+    attempt_labels: list[dict[str, str]] = field(default_factory=list)
+
+
+def emit_fallback_telemetry(tracer_provider: Any, meter_provider: Any) -> Emitted:
+    """Produce the library's telemetry for one fallback run: gpt-4o rate-limited, claude served.
+
+    Spans and instruments follow DESIGN §6 (run span INTERNAL, one CLIENT span per attempt, the
+    ``model_fallback.attempts`` counter and ``model_fallback.attempt.duration`` histogram with the
+    GenAI buckets), recorded inside the attempt spans so the histogram carries exemplars.
+    """
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    tracer = tracer_provider.get_tracer("model_fallback", "test")
+    meter = meter_provider.get_meter("model_fallback", "test")
+    attempts = meter.create_counter("model_fallback.attempts", unit="{attempt}", description="attempts")
+    runs = meter.create_counter("model_fallback.runs", unit="{run}", description="runs")
+    duration = meter.create_histogram(
+        "model_fallback.attempt.duration",
+        unit="s",
+        description="attempt duration",
+        explicit_bucket_boundaries_advisory=list(GENAI_BUCKETS),
+    )
+    emitted = Emitted()
+    plan = [
+        ("openai", "gpt-4o", "provider_failure", "rate_limit", 0.3),
+        ("anthropic", "claude-sonnet-4", "success", "none", 1.5),
+    ]
+    with tracer.start_as_current_span(
+        "model_fallback.run",
+        kind=SpanKind.INTERNAL,
+        attributes={"model_fallback.candidates": ["openai/gpt-4o", "anthropic/claude-sonnet-4"]},
+    ) as run_span:
+        emitted.trace_ids.add(format(run_span.get_span_context().trace_id, "032x"))
+        for index, (provider, model, outcome, reason, seconds) in enumerate(plan):
+            attrs: dict[str, Any] = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": provider,
+                "gen_ai.request.model": model,
+                "model_fallback.attempt.index": index,
+                "model_fallback.attempt.outcome": outcome,
+            }
+            if outcome != "success":
+                attrs["model_fallback.failure.reason"] = reason
+                attrs["error.type"] = reason
+            with tracer.start_as_current_span(
+                f"chat {model}", kind=SpanKind.CLIENT, attributes=attrs
+            ) as span:
+                if outcome != "success":
+                    span.set_status(Status(StatusCode.ERROR, "429 Too Many Requests"))
+                labels = {"provider": provider, "model": model, "outcome": outcome, "reason": reason}
+                attempts.add(1, labels)
+                duration.record(seconds, {"provider": provider, "model": model, "outcome": outcome})
+                emitted.attempt_labels.append(labels)
+        run_span.set_attribute("model_fallback.outcome", "success")
+        runs.add(1, {"outcome": "success"})
+    return emitted
+
+
+@dataclass
+class Stack:
+    """The running collector, the trace sink behind it, and what was sent through them."""
+
+    collector: Collector
+    sink: TraceSink
+    emitted: Emitted
+    scrape: str
+
+
+def _parse(text: str) -> dict[str, Any]:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+@pytest.fixture(scope="module")
+def stack(otelcol: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Collector + trace sink, with one fallback run's telemetry exported through them."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    tmp = tmp_path_factory.mktemp("otelcol")
+    sink = TraceSink()
+    try:
+        with run_collector(otelcol, tmp, f"127.0.0.1:{sink.port}") as col:
+            base = f"http://127.0.0.1:{col.otlp_http}"
+            resource = Resource.create({"service.name": SERVICE_NAME, "service.instance.id": "test-1"})
+            tracer_provider = TracerProvider(resource=resource)
+            tracer_provider.add_span_processor(
+                BatchSpanProcessor(OTLPSpanExporter(f"{base}/v1/traces", timeout=10))
+            )
+            reader = PeriodicExportingMetricReader(
+                OTLPMetricExporter(f"{base}/v1/metrics", timeout=10), export_interval_millis=3_600_000
+            )
+            meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+            try:
+                emitted = emit_fallback_telemetry(tracer_provider, meter_provider)
+                assert tracer_provider.force_flush(15_000)
+                # One metrics export only: a later export (e.g. at shutdown) sends the same cumulative
+                # points without exemplars, and the collector keeps only the newest point.
+                assert meter_provider.force_flush(15_000)
+
+                url = f"http://127.0.0.1:{col.prometheus}/metrics"
+
+                def scraped() -> str | None:
+                    status, body = http_get(url, accept=OPENMETRICS)
+                    return body if status == 200 and _complete(body) else None
+
+                body = wait_for(
+                    "the library's series on the collector's Prometheus endpoint",
+                    scraped,
+                    30,
+                    lambda: f"last scrape:\n{http_get(url, accept=OPENMETRICS)[1][-4000:]}\n{col.log_tail()}",
+                )
+                yield Stack(col, sink, emitted, body)
+            finally:
+                tracer_provider.shutdown()
+                meter_provider.shutdown()
+    finally:
+        sink.close()
+
+
+def _complete(body: str) -> bool:
+    """All series the tests look at are there, spanmetrics past its first flush."""
+    names = ("model_fallback_attempts_total{", "model_fallback_attempt_duration_seconds_bucket{")
+    if not all(name in body for name in names) or "traces_span_metrics_calls_total{" not in body:
+        return False
+    # spanmetrics emits a new series as 0 on its first flush and the real count on the next one,
+    # so that Prometheus sees the first increase; wait for the count.
+    calls = _parse(body)["traces_span_metrics_calls"].samples
+    return any(s.labels.get("span_name") == "chat gpt-4o" and s.value >= 1 for s in calls)
+
+
+def _samples(families: dict[str, Any], family: str, sample: str) -> list[Any]:
+    assert family in families, sorted(families)
+    return [s for s in families[family].samples if s.name == sample]
+
+
+def test_prometheus_endpoint_has_library_series_with_design_names(stack: Stack) -> None:
+    families = _parse(stack.scrape)
+    # Counter: OpenMetrics family `model_fallback_attempts`, sample (and Prometheus series) `_total`.
+    assert families["model_fallback_attempts"].type == "counter"
+    attempts = _samples(families, "model_fallback_attempts", "model_fallback_attempts_total")
+    for labels in stack.emitted.attempt_labels:
+        matching = [s for s in attempts if all(s.labels.get(k) == v for k, v in labels.items())]
+        assert len(matching) == 1, (labels, attempts)
+        assert matching[0].value == 1
+        # job/instance from the resource; no otel_scope_* labels (without_scope_info: true).
+        assert matching[0].labels["job"] == SERVICE_NAME
+        assert matching[0].labels["instance"] == "test-1"
+        assert not [k for k in matching[0].labels if k.startswith("otel_scope")]
+    runs = _samples(families, "model_fallback_runs", "model_fallback_runs_total")
+    assert [s.value for s in runs if s.labels.get("outcome") == "success"] == [1]
+
+    # Histogram: unit s -> `_seconds`, the GenAI buckets survive the trip.
+    hist = families["model_fallback_attempt_duration_seconds"]
+    assert hist.type == "histogram"
+    buckets = [s for s in hist.samples if s.name.endswith("_bucket") and s.labels["model"] == "gpt-4o"]
+    bounds = sorted(float(s.labels["le"]) for s in buckets)
+    assert bounds[:-1] == list(GENAI_BUCKETS) and bounds[-1] == float("inf")
+    count = [s for s in hist.samples if s.name.endswith("_count") and s.labels["model"] == "claude-sonnet-4"]
+    assert [s.value for s in count] == [1]
+
+    # Exemplars: the measurement was taken inside a sampled span, so a bucket links to the trace.
+    exemplars = [s.exemplar for s in hist.samples if s.exemplar is not None]
+    assert exemplars, "no exemplar on model_fallback_attempt_duration_seconds"
+    assert {e.labels["trace_id"] for e in exemplars} <= stack.emitted.trace_ids
+    le_with_exemplar = {
+        s.labels["le"] for s in hist.samples if s.exemplar is not None and s.labels["model"] == "gpt-4o"
+    }
+    assert le_with_exemplar == {"0.32"}, le_with_exemplar  # 0.3 s lands in the 0.32 bucket
+
+
+def test_spanmetrics_split_attempts_by_outcome(stack: Stack) -> None:
+    families = _parse(stack.scrape)
+    calls = _samples(families, "traces_span_metrics_calls", "traces_span_metrics_calls_total")
+    by_span = {(s.labels["span_name"], s.labels.get("model_fallback_attempt_outcome")): s for s in calls}
+    failed = by_span[("chat gpt-4o", "provider_failure")]
+    assert failed.value == 1
+    assert failed.labels["status_code"] == "STATUS_CODE_ERROR"
+    assert failed.labels["gen_ai_request_model"] == "gpt-4o"
+    assert failed.labels["span_kind"] == "SPAN_KIND_CLIENT"
+    served = by_span[("chat claude-sonnet-4", "success")]
+    assert served.labels["status_code"] == "STATUS_CODE_UNSET"
+    assert ("model_fallback.run", None) in by_span  # the run span has no attempt outcome
+    duration = families["traces_span_metrics_duration_seconds"]
+    les = {s.labels["le"] for s in duration.samples if s.name.endswith("_bucket")}
+    assert {"0.01", "81.92", "+Inf"} <= les
+
+
+def test_traces_are_forwarded_to_the_otlp_backend(stack: Stack) -> None:
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    def received() -> dict[str, Any] | None:
+        spans = {span.name: (res, span) for res, span in stack.sink.spans()}
+        wanted = {"model_fallback.run", "chat gpt-4o", "chat claude-sonnet-4"}
+        return spans if wanted <= spans.keys() else None
+
+    spans = wait_for("spans at the OTLP/gRPC trace backend", received, 30, stack.collector.log_tail)
+    res, run = spans["model_fallback.run"]
+    assert res["service.name"] == SERVICE_NAME
+    assert run.kind == trace_pb2.Span.SPAN_KIND_INTERNAL
+    assert run.trace_id.hex() in stack.emitted.trace_ids
+    _, attempt = spans["chat gpt-4o"]
+    assert attempt.kind == trace_pb2.Span.SPAN_KIND_CLIENT
+    assert attempt.parent_span_id == run.span_id
+    assert attempt.status.code == trace_pb2.Status.STATUS_CODE_ERROR
+    attrs = {kv.key: kv.value for kv in attempt.attributes}
+    assert attrs["model_fallback.attempt.outcome"].string_value == "provider_failure"
+    assert attrs["gen_ai.request.model"].string_value == "gpt-4o"
+
+
+def test_prometheus_scrapes_the_collector_and_answers_dashboard_queries(stack: Stack, tmp_path: Path) -> None:
+    prometheus = require_tool("prometheus")
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "otel-collector",
+                        # keep the job/instance labels the collector derives from the resource
+                        "honor_labels": True,
+                        "static_configs": [{"targets": [f"127.0.0.1:{stack.collector.prometheus}"]}],
+                    }
+                ],
+            }
+        )
+    )
+    log = tmp_path / "prometheus.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                prometheus,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--enable-feature=exemplar-storage",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    api = f"http://127.0.0.1:{port}/api/v1"
+    try:
+
+        def query(expr: str) -> list[dict[str, Any]]:
+            if proc.poll() is not None:
+                pytest.fail(f"prometheus exited:\n{log.read_text()[-4000:]}")
+            status, body = http_get(f"{api}/query?" + urllib.parse.urlencode({"query": expr}))
+            return list(json.loads(body)["data"]["result"]) if status == 200 else []
+
+        expr = f'sum by (provider, model, outcome, reason) (model_fallback_attempts_total{{job="{SERVICE_NAME}"}})'
+        result = wait_for(
+            "Prometheus to scrape the collector", lambda: query(expr), 30, lambda: log.read_text()[-4000:]
+        )
+        got = {
+            (
+                r["metric"]["provider"],
+                r["metric"]["model"],
+                r["metric"]["outcome"],
+                r["metric"]["reason"],
+            ): float(r["value"][1])
+            for r in result
+        }
+        assert got == {
+            ("openai", "gpt-4o", "provider_failure", "rate_limit"): 1.0,
+            ("anthropic", "claude-sonnet-4", "success", "none"): 1.0,
+        }
+        p_count = query(f'sum(model_fallback_attempt_duration_seconds_count{{job="{SERVICE_NAME}"}})')
+        assert float(p_count[0]["value"][1]) == 2.0
+        # Span-derived error rate per model that leaves coordination aborts out (the dashboards' query).
+        errors = query(
+            'sum by (gen_ai_request_model) (traces_span_metrics_calls_total{status_code="STATUS_CODE_ERROR",'
+            'model_fallback_attempt_outcome!="coordination_abort"})'
+        )
+        assert {r["metric"]["gen_ai_request_model"] for r in errors} == {"gpt-4o"}
+
+        def exemplars() -> list[dict[str, Any]]:
+            now = time.time()
+            params = urllib.parse.urlencode(
+                {
+                    "query": "model_fallback_attempt_duration_seconds_bucket",
+                    "start": now - 600,
+                    "end": now + 60,
+                }
+            )
+            status, body = http_get(f"{api}/query_exemplars?{params}")
+            return (
+                [e for series in json.loads(body)["data"] for e in series["exemplars"]]
+                if status == 200
+                else []
+            )
+
+        found = wait_for("exemplars in Prometheus", exemplars, 20)
+        assert {e["labels"]["trace_id"] for e in found} <= stack.emitted.trace_ids
+    finally:
+        stop(proc)
