@@ -12,6 +12,7 @@ The binary comes from ``MF_OTELCOL`` (set by scripts/test, which runs scripts/bu
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import signal
@@ -266,20 +267,27 @@ def run_collector(otelcol: str, tmp: Path, traces_endpoint: str) -> Iterator[Col
         stop(proc)
 
 
+# The run every producer emits: gpt-4o is rate-limited (429), claude-sonnet-4 serves.
+ATTEMPTS = (
+    {"provider": "openai", "model": "gpt-4o", "outcome": "provider_failure", "reason": "rate_limit"},
+    {"provider": "anthropic", "model": "claude-sonnet-4", "outcome": "success", "reason": "none"},
+)
+
+
 @dataclass
 class Emitted:
     """What the telemetry producer sent, for the assertions."""
 
     trace_ids: set[str] = field(default_factory=set)
-    attempt_labels: list[dict[str, str]] = field(default_factory=list)
+    attempt_labels: tuple[dict[str, str], ...] = ATTEMPTS
 
 
-def emit_fallback_telemetry(tracer_provider: Any, meter_provider: Any) -> Emitted:
-    """Produce the library's telemetry for one fallback run: gpt-4o rate-limited, claude served.
+def emit_with_sdk_instruments(tracer_provider: Any, meter_provider: Any) -> None:
+    """The run's telemetry made by hand with the OpenTelemetry API, as DESIGN §6 specifies it.
 
-    Spans and instruments follow DESIGN §6 (run span INTERNAL, one CLIENT span per attempt, the
-    ``model_fallback.attempts`` counter and ``model_fallback.attempt.duration`` histogram with the
-    GenAI buckets), recorded inside the attempt spans so the histogram carries exemplars.
+    Run span INTERNAL, one CLIENT span per attempt, the ``model_fallback.attempts`` counter and the
+    ``model_fallback.attempt.duration`` histogram (GenAI buckets) recorded inside the attempt spans
+    so that they carry exemplars. Used until ``model_fallback.otel.OTelObserver`` exists.
     """
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -293,18 +301,14 @@ def emit_fallback_telemetry(tracer_provider: Any, meter_provider: Any) -> Emitte
         description="attempt duration",
         explicit_bucket_boundaries_advisory=list(GENAI_BUCKETS),
     )
-    emitted = Emitted()
-    plan = [
-        ("openai", "gpt-4o", "provider_failure", "rate_limit", 0.3),
-        ("anthropic", "claude-sonnet-4", "success", "none", 1.5),
-    ]
+    seconds = {"gpt-4o": 0.3, "claude-sonnet-4": 1.5}
     with tracer.start_as_current_span(
         "model_fallback.run",
         kind=SpanKind.INTERNAL,
         attributes={"model_fallback.candidates": ["openai/gpt-4o", "anthropic/claude-sonnet-4"]},
     ) as run_span:
-        emitted.trace_ids.add(format(run_span.get_span_context().trace_id, "032x"))
-        for index, (provider, model, outcome, reason, seconds) in enumerate(plan):
+        for index, labels in enumerate(ATTEMPTS):
+            provider, model, outcome, reason = (labels[k] for k in ("provider", "model", "outcome", "reason"))
             attrs: dict[str, Any] = {
                 "gen_ai.operation.name": "chat",
                 "gen_ai.provider.name": provider,
@@ -320,13 +324,52 @@ def emit_fallback_telemetry(tracer_provider: Any, meter_provider: Any) -> Emitte
             ) as span:
                 if outcome != "success":
                     span.set_status(Status(StatusCode.ERROR, "429 Too Many Requests"))
-                labels = {"provider": provider, "model": model, "outcome": outcome, "reason": reason}
                 attempts.add(1, labels)
-                duration.record(seconds, {"provider": provider, "model": model, "outcome": outcome})
-                emitted.attempt_labels.append(labels)
+                duration.record(seconds[model], {"provider": provider, "model": model, "outcome": outcome})
         run_span.set_attribute("model_fallback.outcome", "success")
         runs.add(1, {"outcome": "success"})
-    return emitted
+
+
+def emit_with_library_observer(tracer_provider: Any, meter_provider: Any) -> None:
+    """The same run through the real driver and the library's own ``OTelObserver``."""
+    import anyio
+
+    from model_fallback import Candidate, run_with_model_fallback
+
+    # imported by name: ruff's first-party detection must not depend on whether otel.py exists yet
+    otel = importlib.import_module("model_fallback.otel")
+
+    class RateLimitedError(Exception):
+        status_code = 429
+
+    async def call(candidate: Candidate) -> str:
+        if candidate.model == "gpt-4o":
+            raise RateLimitedError("429 Too Many Requests")
+        return "served"
+
+    observer = otel.OTelObserver(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+    async def main() -> None:
+        result = await run_with_model_fallback(
+            call, ["openai/gpt-4o", "anthropic/claude-sonnet-4"], observers=[observer]
+        )
+        assert result.value == "served"
+
+    anyio.run(main)
+
+
+def _library_observer_available() -> bool:
+    try:
+        otel = importlib.import_module("model_fallback.otel")
+    except ImportError:
+        return False
+    return hasattr(otel, "OTelObserver")
+
+
+# The library's own observer once it exists; the hand-made instruments until then.
+emit_fallback_telemetry = (
+    emit_with_library_observer if _library_observer_available() else emit_with_sdk_instruments
+)
 
 
 @dataclass
@@ -354,7 +397,8 @@ def stack(otelcol: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     tmp = tmp_path_factory.mktemp("otelcol")
     sink = TraceSink()
@@ -366,12 +410,18 @@ def stack(otelcol: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
             tracer_provider.add_span_processor(
                 BatchSpanProcessor(OTLPSpanExporter(f"{base}/v1/traces", timeout=10))
             )
+            local_spans = InMemorySpanExporter()
+            tracer_provider.add_span_processor(SimpleSpanProcessor(local_spans))
             reader = PeriodicExportingMetricReader(
                 OTLPMetricExporter(f"{base}/v1/metrics", timeout=10), export_interval_millis=3_600_000
             )
             meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
             try:
-                emitted = emit_fallback_telemetry(tracer_provider, meter_provider)
+                emit_fallback_telemetry(tracer_provider, meter_provider)
+                emitted = Emitted(
+                    {format(sp.context.trace_id, "032x") for sp in local_spans.get_finished_spans()}
+                )
+                assert len(emitted.trace_ids) == 1
                 assert tracer_provider.force_flush(15_000)
                 # One metrics export only: a later export (e.g. at shutdown) sends the same cumulative
                 # points without exemplars, and the collector keeps only the newest point.
@@ -442,10 +492,13 @@ def test_prometheus_endpoint_has_library_series_with_design_names(stack: Stack) 
     exemplars = [s.exemplar for s in hist.samples if s.exemplar is not None]
     assert exemplars, "no exemplar on model_fallback_attempt_duration_seconds"
     assert {e.labels["trace_id"] for e in exemplars} <= stack.emitted.trace_ids
-    le_with_exemplar = {
-        s.labels["le"] for s in hist.samples if s.exemplar is not None and s.labels["model"] == "gpt-4o"
-    }
-    assert le_with_exemplar == {"0.32"}, le_with_exemplar  # 0.3 s lands in the 0.32 bucket
+    # Each exemplar sits on the bucket its value falls into.
+    bounds_all = (0.0, *GENAI_BUCKETS, float("inf"))
+    for s in hist.samples:
+        if s.exemplar is not None:
+            le = float(s.labels["le"])
+            lower = bounds_all[bounds_all.index(le) - 1]
+            assert lower <= s.exemplar.value <= le, s
 
 
 def test_spanmetrics_split_attempts_by_outcome(stack: Stack) -> None:
