@@ -226,6 +226,7 @@ class Collector:
 
     proc: subprocess.Popen[bytes]
     log: Path
+    otlp_grpc: int
     otlp_http: int
     prometheus: int
     health: int
@@ -253,7 +254,7 @@ def run_collector(otelcol: str, tmp: Path, traces_endpoint: str) -> Iterator[Col
         proc = subprocess.Popen(
             [otelcol, f"--config={CONFIG}"], stdout=out, stderr=subprocess.STDOUT, env=env
         )
-    col = Collector(proc, log, ports["OTLP_HTTP"], ports["PROMETHEUS"], ports["HEALTH"])
+    col = Collector(proc, log, ports["OTLP_GRPC"], ports["OTLP_HTTP"], ports["PROMETHEUS"], ports["HEALTH"])
     try:
 
         def healthy() -> bool:
@@ -627,3 +628,26 @@ def test_prometheus_scrapes_the_collector_and_answers_dashboard_queries(stack: S
         assert {e["labels"]["trace_id"] for e in found} <= stack.emitted.trace_ids
     finally:
         stop(proc)
+
+
+def test_otlp_grpc_receiver_accepts_spans(stack: Stack) -> None:
+    """The gRPC side of the receiver (what OTEL_EXPORTER_OTLP_PROTOCOL=grpc apps use)."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
+    exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{stack.collector.otlp_grpc}", insecure=True, timeout=10)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    try:
+        with provider.get_tracer("model_fallback").start_as_current_span("grpc ingest check"):
+            pass
+    finally:
+        provider.shutdown()
+    wait_for(
+        "the gRPC-received span at the trace backend",
+        lambda: any(span.name == "grpc ingest check" for _, span in stack.sink.spans()),
+        30,
+        stack.collector.log_tail,
+    )
