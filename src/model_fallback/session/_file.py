@@ -1,0 +1,328 @@
+"""JSONL session transcripts and the prompt-release fence."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from model_fallback.errors import SessionTakeoverError, SessionWriteLockTimeoutError
+from model_fallback.events import FenceChecked, dispatch
+from model_fallback.session._lock import SessionLockPathError, SessionWriteLock
+
+__all__ = ["Fingerprint", "HeldSession", "SessionFile", "Transcript", "fingerprint"]
+
+_log = logging.getLogger("model_fallback.session")
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What one ``stat`` says about a session file (O(1) in its size).
+
+    Attributes:
+        exists: whether the file exists.
+        dev, inode, size, mtime_ns, ctime_ns: from ``os.stat`` (0 when missing).
+    """
+
+    exists: bool
+    dev: int = 0
+    inode: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+
+
+def fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
+    """Fingerprint *path* with one ``lstat`` (a symlink is fingerprinted, not followed)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return Fingerprint(False)
+    return Fingerprint(True, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class Transcript(list[dict[str, Any]]):
+    """The entries of a transcript, plus what could not be read.
+
+    Attributes:
+        torn_tail: the bytes of an incomplete last line (a writer died mid-write), if any.
+        invalid_lines: 1-based numbers of complete lines that are not JSON objects.
+    """
+
+    torn_tail: str | None = None
+    invalid_lines: tuple[int, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        """True when every line was a complete JSON object."""
+        return self.torn_tail is None and not self.invalid_lines
+
+
+def _encode(entry: Mapping[str, Any]) -> bytes:
+    if not isinstance(entry, Mapping):
+        raise TypeError(f"a transcript entry must be a mapping, got {type(entry).__name__}")
+    return (json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def _append_line(path: Path, line: bytes, fsync: bool) -> Fingerprint:
+    """Append one complete line; the caller holds the session lock."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SessionLockPathError(
+                errno.ELOOP, f"refusing a session file that is a symlink: {path}"
+            ) from None
+        raise
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            # A writer that died mid-line left a torn tail: start on a fresh line so that the
+            # fragment stays a (reported) invalid line and our entry stays whole.
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    line = b"\n" + line
+        view = memoryview(line)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        if fsync:
+            os.fsync(fd)
+        st = os.fstat(fd)
+        return Fingerprint(True, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path) -> Transcript:
+    out = Transcript()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return out
+    lines = data.split(b"\n")
+    tail = lines.pop()  # after the last newline: empty unless the last line is torn
+    invalid = []
+    for i, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            invalid.append(i)
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+        else:
+            invalid.append(i)
+    if tail.strip():
+        out.torn_tail = tail.decode("utf-8", "replace")
+        _log.warning("session transcript %s ends with a torn line (%d bytes)", path, len(tail))
+    if invalid:
+        out.invalid_lines = tuple(invalid)
+        _log.warning("session transcript %s has %d invalid line(s)", path, len(invalid))
+    return out
+
+
+class SessionFile:
+    """A JSONL session transcript guarded by a :class:`SessionWriteLock`.
+
+    Args:
+        path: the transcript file.
+        lock_timeout: seconds to wait for the write lock.
+        stale_after: passed to the lock (bounds a stuck live holder).
+        fsync: fsync after every append (durability over speed).
+        observers: telemetry observers (lock and fence events).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        lock_timeout: float = 60.0,
+        *,
+        stale_after: float = 1800.0,
+        fsync: bool = False,
+        observers: Sequence[object] = (),
+    ) -> None:
+        self.path = Path(path)
+        self.lock_timeout = lock_timeout
+        self.stale_after = stale_after
+        self.fsync = fsync
+        self.observers = tuple(observers)
+        # Validate the numbers now (bad input fails before any work).
+        SessionWriteLock(self.path, lock_timeout, stale_after)
+
+    def lock(self) -> SessionWriteLock:
+        """A new lock object for this transcript."""
+        return SessionWriteLock(self.path, self.lock_timeout, self.stale_after, observers=self.observers)
+
+    async def append(self, entry: Mapping[str, Any]) -> None:
+        """Take the lock and append *entry* as one complete JSON line."""
+        line = _encode(entry)
+        async with self.lock():
+            _append_line(self.path, line, self.fsync)
+
+    async def read(self) -> Transcript:
+        """Read every entry under the lock; a torn last line is reported, not hidden."""
+        async with self.lock():
+            return await anyio.to_thread.run_sync(_read, self.path)
+
+    @contextlib.asynccontextmanager
+    async def locked(self) -> AsyncIterator[HeldSession]:
+        """Hold the lock across several operations (``append``, ``read``, prompt release)."""
+        held = HeldSession(self)
+        await held._lock.acquire()
+        try:
+            yield held
+        finally:
+            held._lock.release()
+
+    def __repr__(self) -> str:
+        return f"SessionFile({str(self.path)!r})"
+
+
+class HeldSession:
+    """A transcript whose lock this turn holds; see :meth:`SessionFile.locked`."""
+
+    def __init__(self, session: SessionFile) -> None:
+        self.session = session
+        self.path = session.path
+        self._lock = session.lock()
+        self._fence: Fingerprint | None = None
+        self._takeover: SessionTakeoverError | None = None
+
+    @property
+    def holding(self) -> bool:
+        """Whether the lock is held right now (False while released for a prompt)."""
+        return self._lock.held
+
+    def _check_poisoned(self) -> None:
+        if self._takeover is not None:
+            raise self._takeover
+
+    async def append(self, entry: Mapping[str, Any]) -> None:
+        """Append one entry as this holder (also allowed while released for a prompt).
+
+        Raises:
+            SessionTakeoverError: the session was taken over earlier in this turn.
+        """
+        self._check_poisoned()
+        line = _encode(entry)
+        if self._lock.held:
+            fp = _append_line(self.path, line, self.session.fsync)
+        else:
+            # Released for the prompt: take the lock briefly; our own write moves the fence.
+            async with self.session.lock():
+                before = fingerprint(self.path)
+                if self._fence is not None and before != self._fence:
+                    self._poison(self._fence, before)
+                    raise self._takeover  # type: ignore[misc]
+                fp = _append_line(self.path, line, self.session.fsync)
+        if self._fence is not None:
+            self._fence = fp
+
+    async def read(self) -> Transcript:
+        """Read the transcript (no extra locking while held)."""
+        self._check_poisoned()
+        if self._lock.held:
+            return await anyio.to_thread.run_sync(_read, self.path)
+        return await self.session.read()
+
+    def _poison(self, before: Fingerprint, after: Fingerprint) -> None:
+        self._takeover = SessionTakeoverError(
+            f"session file changed while prompt lock was released: {self.path}",
+            path=str(self.path),
+            before=before,
+            after=after,
+        )
+
+    @contextlib.asynccontextmanager
+    async def released_for_prompt(self) -> AsyncIterator[None]:
+        """Release the lock for the model call; on exit re-acquire it and verify the fence.
+
+        Raises:
+            SessionTakeoverError: the file changed, other than through this holder, while
+                released (or had changed earlier in this turn).
+            SessionWriteLockTimeoutError: the lock could not be re-acquired in time.
+
+        If the body raised, that error propagates, with the takeover or lock timeout
+        attached at the end of its ``__context__`` chain so that the classifier sees it.
+        """
+        self._check_poisoned()
+        if not self._lock.held:
+            raise RuntimeError("released_for_prompt() needs the lock: use it inside SessionFile.locked()")
+        self._fence = fingerprint(self.path)
+        self._lock.release()
+        body_error: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            body_error = exc
+        if body_error is not None and not isinstance(body_error, Exception):
+            # Cancellation: don't wait for the lock again; locked() sees it is not held.
+            self._fence = None
+            raise body_error
+        lost: SessionWriteLockTimeoutError | None = None
+        try:
+            await self._lock.acquire(reacquire=True)
+        except SessionWriteLockTimeoutError as timeout:
+            lost = timeout
+        if lost is not None:
+            self._fence = None
+            if body_error is not None:
+                _attach(body_error, lost)
+                raise body_error
+            raise lost
+        started = time.time_ns()
+        before = self._fence
+        after = fingerprint(self.path)
+        self._fence = None
+        takeover = before is not None and after != before
+        if self.session.observers:
+            dispatch(
+                self.session.observers,
+                "fence_checked",
+                FenceChecked(str(self.path), takeover, before, after, started, time.time_ns()),
+            )
+        if takeover:
+            assert before is not None
+            self._poison(before, after)
+            assert self._takeover is not None
+            if body_error is not None:
+                _attach(body_error, self._takeover)
+                raise body_error
+            raise self._takeover
+        if body_error is not None:
+            raise body_error
+
+
+def _attach(error: BaseException, coordination: BaseException) -> None:
+    """Put *coordination* at the end of *error*'s cause/context chain (bounded), where the
+    classifier will find it."""
+    node = error
+    for _ in range(32):
+        if node.__cause__ is not None:
+            nxt: BaseException | None = node.__cause__
+        elif node.__context__ is not None and not node.__suppress_context__:
+            nxt = node.__context__
+        else:
+            break
+        if nxt is coordination:
+            return
+        assert nxt is not None
+        node = nxt
+    if node is coordination:
+        return
+    node.__context__ = coordination
+    node.__suppress_context__ = False

@@ -1,0 +1,372 @@
+"""The session write lock: exclusive across processes and across tasks of one process.
+
+Mechanism. The lock is a kernel ``flock`` on ``<session>.lock``, opened with
+``O_NOFOLLOW`` (a symlinked lock path is refused). Each acquirer opens its own file
+description, so two tasks of one process exclude each other exactly like two processes.
+Waiting polls ``LOCK_EX | LOCK_NB`` with capped exponential backoff on ``anyio.sleep``:
+the event loop is never blocked.
+
+Holders that die. The kernel drops a dead process's ``flock``, so a crashed holder never
+blocks anyone. The holder writes its metadata (pid, process start time, host,
+created_at) into the lock file and clears it on release; an acquirer that finds metadata
+of a dead (or recycled) pid knows it is taking over from a crashed holder and reports a
+stale-lock reclaim with that reason. ``stale_after`` only bounds a *live* holder that is
+stuck: past it, a waiter breaks the lock by unlinking the lock file (under a short break
+lock, after re-checking inode and age), so new acquirers lock a fresh inode while the stuck
+holder keeps a lock on a file nobody else uses any more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import math
+import os
+import socket
+import stat
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+
+from model_fallback.errors import SessionWriteLockTimeoutError
+from model_fallback.events import LockAcquired, LockTimedOut, StaleLockReclaimed, dispatch
+
+__all__ = ["SessionLockPathError", "SessionWriteLock", "pid_alive", "process_start_time"]
+
+_log = logging.getLogger("model_fallback.session")
+_HOST = socket.gethostname()
+_POLL_FIRST = 0.002
+_POLL_MAX = 0.05
+
+
+class SessionLockPathError(OSError):
+    """The lock path cannot be used safely (it is a symlink, or not a regular file)."""
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of *pid* in clock ticks since boot (Linux ``/proc``), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        # The command name may hold spaces and parentheses: split after the last ')'.
+        fields = data[data.rindex(b")") + 2 :].split()
+        return int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pid_alive(pid: int, start_time: int | None = None) -> bool:
+    """Whether *pid* runs, and (when *start_time* is given) is the same process."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except OSError:
+        return False
+    if start_time is not None:
+        current = process_start_time(pid)
+        if current is not None and current != start_time:
+            return False
+    return True
+
+
+_SELF_START = process_start_time(os.getpid())
+
+
+def _read_meta(fd: int) -> dict[str, Any] | None:
+    try:
+        raw = os.pread(fd, 4096, 0)
+    except OSError:
+        return None
+    if not raw.strip():
+        return None
+    try:
+        meta = json.loads(raw.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+class SessionWriteLock:
+    """An async, inter-process write lock for one session file.
+
+    Args:
+        path: the session file (the lock file is ``<path>.lock`` beside it).
+        acquire_timeout: seconds to wait before raising
+            :class:`~model_fallback.SessionWriteLockTimeoutError`.
+        stale_after: seconds after which a *live* holder is considered stuck and its lock
+            broken; dead holders are reclaimed at once whatever this says.
+        observers: telemetry observers (lock waits, timeouts, stale reclaims).
+
+    Use it as ``async with SessionWriteLock(path): ...``. It is not reentrant: acquiring
+    it again from the task that holds it waits for itself and times out.
+
+    Raises:
+        SessionLockPathError: the lock path is a symlink or not a regular file.
+        PermissionError: the directory cannot be written (raised at once, not a timeout).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        acquire_timeout: float = 60.0,
+        stale_after: float = 1800.0,
+        *,
+        observers: Sequence[object] = (),
+    ) -> None:
+        for name, value in (("acquire_timeout", acquire_timeout), ("stale_after", stale_after)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{name} must be a number of seconds")
+            if math.isnan(value) or value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        self.path = Path(path)
+        self.lock_path = Path(f"{self.path}.lock")
+        self.acquire_timeout = float(acquire_timeout)
+        self.stale_after = float(stale_after)
+        self.observers = tuple(observers)
+        self._fd: int | None = None
+        self.reclaims = 0
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now."""
+        return self._fd is not None
+
+    def _open(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.lock_path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise SessionLockPathError(
+                    errno.ELOOP, f"refusing a session lock path that is a symlink: {self.lock_path}"
+                ) from None
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise PermissionError(
+                    exc.errno,
+                    f"cannot create the session lock {self.lock_path}: directory "
+                    f"{self.lock_path.parent} is not writable ({exc.strerror})",
+                ) from None
+            if exc.errno == errno.ENOENT:
+                raise FileNotFoundError(
+                    errno.ENOENT,
+                    f"cannot create the session lock: directory {self.lock_path.parent} does not exist",
+                ) from None
+            raise
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise SessionLockPathError(
+                errno.EINVAL, f"session lock path is not a regular file: {self.lock_path}"
+            )
+        return fd
+
+    def _try_lock(self, fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        # The lock file may have been broken (unlinked) while we waited: then we hold a
+        # lock on an orphan inode, which excludes nobody. Check it is still the one.
+        try:
+            current = os.stat(self.lock_path, follow_symlinks=False)
+        except FileNotFoundError:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        mine = os.fstat(fd)
+        if (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        return True
+
+    def _claim(self, fd: int) -> None:
+        """We hold the kernel lock: report a crashed previous holder, write our metadata."""
+        meta = _read_meta(fd)
+        if meta is not None:
+            pid = meta.get("pid")
+            start = meta.get("start_time")
+            host = meta.get("host")
+            reason = None
+            if isinstance(pid, int):
+                if host not in (None, _HOST):
+                    reason = "foreign_host"
+                elif not pid_alive(pid):
+                    reason = "dead_pid"
+                elif isinstance(start, int) and not pid_alive(pid, start):
+                    reason = "recycled_pid"
+                elif pid == os.getpid():
+                    reason = "orphan_self"
+                else:
+                    reason = "kernel_released"
+            else:
+                reason = "invalid_metadata"
+            self._reclaimed(reason, pid if isinstance(pid, int) else None)
+        payload = json.dumps(
+            {"pid": os.getpid(), "start_time": _SELF_START, "host": _HOST, "created_at": time.time()}
+        ).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, payload, 0)
+
+    def _reclaimed(self, reason: str, owner_pid: int | None) -> None:
+        self.reclaims += 1
+        _log.warning(
+            "reclaimed stale session lock %s (%s, previous owner pid=%s)", self.lock_path, reason, owner_pid
+        )
+        if self.observers:
+            dispatch(
+                self.observers, "stale_lock_reclaimed", StaleLockReclaimed(str(self.path), reason, owner_pid)
+            )
+
+    def _owner(self) -> tuple[int | None, bool | None, float | None]:
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None, None, None
+        try:
+            meta = _read_meta(fd)
+        finally:
+            os.close(fd)
+        if not meta or not isinstance(meta.get("pid"), int):
+            return None, None, None
+        pid = int(meta["pid"])
+        start = meta.get("start_time")
+        alive = pid_alive(pid, start if isinstance(start, int) else None)
+        created = meta.get("created_at")
+        return pid, alive, float(created) if isinstance(created, int | float) else None
+
+    def _break_if_stuck(self) -> bool:
+        """Break the lock of a live holder older than stale_after. True if broken."""
+        if self.stale_after <= 0 or math.isinf(self.stale_after):
+            return False
+        _pid, alive, created = self._owner()
+        if created is None or time.time() - created < self.stale_after:
+            return False
+        breaker = Path(f"{self.lock_path}.break")
+        try:
+            bfd = os.open(breaker, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return False
+        try:
+            try:
+                fcntl.flock(bfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False
+            # Re-check under the break lock: the file at the path must still be the old one.
+            pid2, _alive2, created2 = self._owner()
+            if created2 is None or created2 != created or time.time() - created2 < self.stale_after:
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.lock_path)
+            self._reclaimed("too_old" if alive else "dead_pid", pid2)
+            return True
+        finally:
+            os.close(bfd)
+
+    async def acquire(self, *, reacquire: bool = False) -> None:
+        """Wait for the lock (never blocking the event loop).
+
+        Raises:
+            SessionWriteLockTimeoutError: not acquired within ``acquire_timeout``.
+            RuntimeError: this object already holds the lock.
+        """
+        if self._fd is not None:
+            raise RuntimeError(f"this SessionWriteLock already holds {self.lock_path}")
+        start_ns = time.time_ns()
+        t0 = time.monotonic()
+        deadline = t0 + self.acquire_timeout
+        delay = _POLL_FIRST
+        last_stuck_check = t0
+        while True:
+            fd = self._open()
+            try:
+                locked = self._try_lock(fd)
+                if locked:
+                    self._claim(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if locked:
+                self._fd = fd
+                waited = time.monotonic() - t0
+                if self.observers:
+                    dispatch(
+                        self.observers,
+                        "lock_acquired",
+                        LockAcquired(str(self.path), waited, start_ns, time.time_ns(), reacquire),
+                    )
+                return
+            os.close(fd)
+            now = time.monotonic()
+            if now - last_stuck_check >= 1.0 or now == t0:
+                last_stuck_check = now
+                if self._break_if_stuck():
+                    continue
+            if now >= deadline:
+                pid, alive, _created = self._owner()
+                waited = now - t0
+                err = SessionWriteLockTimeoutError(
+                    f"session file locked (waited {waited:.3f}s of {self.acquire_timeout:g}s): "
+                    f"{'pid=' + str(pid) if pid is not None else 'owner unknown'}"
+                    f"{'' if alive is None else (' (alive)' if alive else ' (dead)')} {self.lock_path}",
+                    path=str(self.path),
+                    waited_s=waited,
+                    owner_pid=pid,
+                    owner_alive=alive,
+                )
+                if self.observers:
+                    dispatch(
+                        self.observers,
+                        "lock_timed_out",
+                        LockTimedOut(str(self.path), waited, pid, alive, start_ns, time.time_ns(), reacquire),
+                    )
+                raise err
+            await anyio.sleep(min(delay, max(0.0, deadline - now)))
+            delay = min(delay * 1.5, _POLL_MAX)
+
+    def release(self) -> None:
+        """Release the lock (clearing our metadata first). A no-op when not held."""
+        fd = self._fd
+        if fd is None:
+            return
+        self._fd = None
+        try:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        # A lock object dropped while held must not keep the kernel lock for the life of
+        # the process.
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    async def __aenter__(self) -> SessionWriteLock:
+        await self.acquire()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"SessionWriteLock({str(self.path)!r}, held={self.held})"
