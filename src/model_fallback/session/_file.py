@@ -201,6 +201,7 @@ class HeldSession:
         self._lock = session.lock()
         self._fence: Fingerprint | None = None
         self._takeover: SessionTakeoverError | None = None
+        self._lost: SessionWriteLockTimeoutError | None = None
 
     @property
     def holding(self) -> bool:
@@ -208,14 +209,19 @@ class HeldSession:
         return self._lock.held
 
     def _check_poisoned(self) -> None:
+        # After a takeover, or after losing the lock while released, nothing more may be
+        # done in this turn: every later operation raises the same coordination error.
         if self._takeover is not None:
             raise self._takeover
+        if self._lost is not None:
+            raise self._lost
 
     async def append(self, entry: Mapping[str, Any]) -> None:
         """Append one entry as this holder (also allowed while released for a prompt).
 
         Raises:
             SessionTakeoverError: the session was taken over earlier in this turn.
+            SessionWriteLockTimeoutError: the lock was lost earlier in this turn.
         """
         self._check_poisoned()
         line = _encode(entry)
@@ -280,6 +286,7 @@ class HeldSession:
             lost = timeout
         if lost is not None:
             self._fence = None
+            self._lost = lost
             if body_error is not None:
                 _attach(body_error, lost)
                 raise body_error

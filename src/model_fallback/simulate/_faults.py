@@ -1,0 +1,227 @@
+"""Simulated providers: fault profiles, latency, outage windows, realistic errors.
+
+Faults are decided by a random generator seeded from ``(seed, session, turn, candidate)``,
+so a given seed produces the same provider outcomes whatever the scheduling; latency and
+hangs are real ``anyio.sleep`` calls cut by the driver's ``attempt_timeout``.
+
+The errors look like what provider SDKs raise (an HTTP status error with a ``response``
+carrying headers, an SDK-style ``APIConnectionError``, ...), and some of them carry an API
+key in their text, as real ones do, so that redaction is exercised end to end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import anyio
+
+from model_fallback._model import Candidate
+
+__all__ = [
+    "FAULT_KINDS",
+    "FaultProfile",
+    "Outage",
+    "ProviderHTTPError",
+    "SimulatedAPIConnectionError",
+    "SimulatedProvider",
+    "rng_for",
+]
+
+# The fault kinds a profile can inject, with the error each one raises.
+FAULT_KINDS: tuple[str, ...] = (
+    "rate_limit",  # 429 with Retry-After
+    "overloaded",  # 503 "overloaded"
+    "overloaded_529",  # 529
+    "hang",  # never answers: cut by attempt_timeout (a provider timeout)
+    "auth",  # 401 invalid key (the key appears in the message: redaction)
+    "billing",  # 402 insufficient credits
+    "context_overflow",  # 400 maximum context length
+    "server_error",  # 500
+    "connection",  # connection refused, SDK-style
+    "unknown",  # an error nobody classifies
+)
+
+
+class _Response:
+    """What an HTTP client attaches to its status errors."""
+
+    def __init__(self, status_code: int, headers: Mapping[str, str], text: str) -> None:
+        self.status_code = status_code
+        self.headers = dict(headers)
+        self.text = text
+
+
+class ProviderHTTPError(Exception):
+    """An HTTP status error as provider SDKs raise it (status, response, body)."""
+
+    def __init__(self, status: int, message: str, *, headers: Mapping[str, str] | None = None,
+                 body: object = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status_code = status
+        self.response = _Response(status, headers or {}, message)
+        self.body = body
+
+
+class SimulatedAPIConnectionError(Exception):
+    """A transport failure as an SDK reports it (classified by class name)."""
+
+
+class _UnclassifiedProviderError(Exception):
+    """Something no rule recognises; the driver records it as ``unknown``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """A window, in seconds since the run started, during which a provider is down."""
+
+    provider: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class FaultProfile:
+    """Per-call fault probabilities and latency of one simulated provider.
+
+    Attributes:
+        rates: probability of each fault kind per call (see :data:`FAULT_KINDS`).
+        latency_median_s: median latency of a successful call.
+        latency_p95_s: 95th percentile latency (log-normal).
+        retry_after_s: the Retry-After a 429 carries.
+    """
+
+    rates: Mapping[str, float] = field(default_factory=dict)
+    latency_median_s: float = 0.08
+    latency_p95_s: float = 0.4
+    retry_after_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        for kind, rate in self.rates.items():
+            if kind not in FAULT_KINDS:
+                raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(FAULT_KINDS)})")
+            if not (0.0 <= rate <= 1.0) or math.isnan(rate):
+                raise ValueError(f"fault rate {kind}={rate!r} must be between 0 and 1")
+        if sum(self.rates.values()) > 1.0 + 1e-9:
+            raise ValueError("fault rates of one provider add up to more than 1")
+        if not (0 < self.latency_median_s <= self.latency_p95_s):
+            raise ValueError("latency: need 0 < median <= p95")
+
+    def with_rates(self, **updates: float) -> FaultProfile:
+        """A copy with some rates replaced."""
+        rates = dict(self.rates)
+        rates.update(updates)
+        return FaultProfile(rates, self.latency_median_s, self.latency_p95_s, self.retry_after_s)
+
+
+def rng_for(seed: int, *parts: object) -> random.Random:
+    """A generator seeded from *seed* and *parts*: the same inputs, the same draws."""
+    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(digest, "big"))
+
+
+_FAKE_KEY = "sk-proj-" + "Zx81kQ2mN7vB4cT9rW3yH6jL0pF5sD1a"
+
+
+class SimulatedProvider:
+    """Answers ``complete(candidate, session, turn)`` with a reply, a delay or an error.
+
+    Args:
+        profiles: fault profile per provider name (``"*"`` is the default).
+        outages: windows during which a provider answers 503 / connection refused.
+        seed: the run's seed.
+    """
+
+    def __init__(
+        self,
+        profiles: Mapping[str, FaultProfile],
+        *,
+        outages: tuple[Outage, ...] = (),
+        seed: int = 0,
+    ) -> None:
+        self._profiles = dict(profiles)
+        self._default = self._profiles.get("*", FaultProfile())
+        self._outages = outages
+        self._seed = seed
+        self._t0 = time.monotonic()
+        self.calls = 0
+
+    def profile(self, provider: str) -> FaultProfile:
+        """The profile in force for *provider*."""
+        return self._profiles.get(provider, self._default)
+
+    def in_outage(self, provider: str) -> bool:
+        """Whether *provider* is inside one of its outage windows now."""
+        t = time.monotonic() - self._t0
+        return any(o.provider == provider and o.start_s <= t < o.end_s for o in self._outages)
+
+    def decide(self, candidate: Candidate, session: int, turn: int) -> tuple[str | None, float]:
+        """The fault kind (None: success) and latency for this call; deterministic per seed."""
+        rng = rng_for(self._seed, "provider", session, turn, str(candidate))
+        prof = self.profile(candidate.provider)
+        roll = rng.random()
+        kind: str | None = None
+        acc = 0.0
+        for k in FAULT_KINDS:
+            acc += prof.rates.get(k, 0.0)
+            if roll < acc:
+                kind = k
+                break
+        sigma = max(1e-6, math.log(prof.latency_p95_s / prof.latency_median_s) / 1.645)
+        latency = prof.latency_median_s * math.exp(sigma * rng.gauss(0.0, 1.0))
+        return kind, min(latency, prof.latency_p95_s * 4)
+
+    async def complete(self, candidate: Candidate, session: int, turn: int, prompt: str) -> str:
+        """One simulated provider call."""
+        self.calls += 1
+        kind, latency = self.decide(candidate, session, turn)
+        if self.in_outage(candidate.provider):
+            await anyio.sleep(min(latency, 0.02))
+            raise ProviderHTTPError(503, "503 Service Unavailable: upstream connect error (outage)")
+        if kind == "hang":
+            await anyio.sleep(3600)
+        # Errors come back faster than answers, as they do in real life.
+        await anyio.sleep(latency if kind is None else latency / 4)
+        if kind is None:
+            return f"reply from {candidate} to {prompt[:24]!r}"
+        raise _error(kind, candidate, self.profile(candidate.provider))
+
+
+def _error(kind: str, candidate: Candidate, prof: FaultProfile) -> Exception:
+    if kind == "rate_limit":
+        return ProviderHTTPError(
+            429,
+            f"Rate limit reached for {candidate.model} on requests per min (RPM): Limit 500. "
+            f"Please try again in {prof.retry_after_s:g}s.",
+            headers={"retry-after": f"{prof.retry_after_s:g}"},
+        )
+    if kind == "overloaded":
+        return ProviderHTTPError(503, "The model is overloaded. Please try again later.")
+    if kind == "overloaded_529":
+        return ProviderHTTPError(
+            529, '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
+        )
+    if kind == "auth":
+        return ProviderHTTPError(
+            401,
+            f"Incorrect API key provided: {_FAKE_KEY}. You can find your API key at "
+            "https://platform.example/account/api-keys. (Authorization: Bearer "
+            f"{_FAKE_KEY})",
+        )
+    if kind == "billing":
+        return ProviderHTTPError(402, "Payment Required: insufficient credits - please top up your account")
+    if kind == "context_overflow":
+        return ProviderHTTPError(
+            400, f"This model's maximum context length is 8192 tokens ({candidate.model})."
+        )
+    if kind == "server_error":
+        return ProviderHTTPError(500, "Internal server error")
+    if kind == "connection":
+        err = SimulatedAPIConnectionError("Connection error.")
+        err.__cause__ = ConnectionRefusedError(111, "Connection refused")
+        return err
+    return _UnclassifiedProviderError("the provider returned something unexpected")
