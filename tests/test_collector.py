@@ -275,6 +275,43 @@ ATTEMPTS = (
 )
 
 
+# DESIGN §6 series <- the OTel instrument (name, kind, unit) that yields it after translation.
+DESIGN_SERIES = {
+    "model_fallback_runs_total": ("model_fallback.runs", "counter", "{run}"),
+    "model_fallback_attempts_total": ("model_fallback.attempts", "counter", "{attempt}"),
+    "model_fallback_coordination_aborts_total": ("model_fallback.coordination_aborts", "counter", "{abort}"),
+    "model_fallback_fallbacks_avoided_total": ("model_fallback.fallbacks_avoided", "counter", "{candidate}"),
+    "model_fallback_cooldown_skips_total": ("model_fallback.cooldown_skips", "counter", "{skip}"),
+    "model_fallback_attempt_duration_seconds": ("model_fallback.attempt.duration", "histogram", "s"),
+    "model_fallback_run_duration_seconds": ("model_fallback.run.duration", "histogram", "s"),
+    "model_fallback_fallback_depth": ("model_fallback.fallback_depth", "histogram", "{candidate}"),
+    "model_fallback_session_lock_wait_seconds": ("model_fallback.session.lock_wait", "histogram", "s"),
+    "model_fallback_session_lock_timeouts_total": (
+        "model_fallback.session.lock_timeouts",
+        "counter",
+        "{timeout}",
+    ),
+    "model_fallback_session_takeovers_total": ("model_fallback.session.takeovers", "counter", "{takeover}"),
+    "model_fallback_session_stale_locks_reclaimed_total": (
+        "model_fallback.session.stale_locks_reclaimed",
+        "counter",
+        "{lock}",
+    ),
+    "model_fallback_telemetry_errors_total": ("model_fallback.telemetry_errors", "counter", "{error}"),
+}
+NAMING_PROBE_SERVICE = "model-fallback-naming-probe"
+
+
+def emit_naming_probe(meter_provider: Any) -> None:
+    """One measurement on every instrument of DESIGN_SERIES (its own service, so its own job)."""
+    meter = meter_provider.get_meter("model_fallback", "test")
+    for name, kind, unit in DESIGN_SERIES.values():
+        if kind == "counter":
+            meter.create_counter(name, unit=unit).add(1)
+        else:
+            meter.create_histogram(name, unit=unit).record(1)
+
+
 @dataclass
 class Emitted:
     """What the telemetry producer sent, for the assertions."""
@@ -417,6 +454,14 @@ def stack(otelcol: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
                 OTLPMetricExporter(f"{base}/v1/metrics", timeout=10), export_interval_millis=3_600_000
             )
             meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+            probe_provider = MeterProvider(
+                resource=Resource.create({"service.name": NAMING_PROBE_SERVICE}),
+                metric_readers=[
+                    PeriodicExportingMetricReader(
+                        OTLPMetricExporter(f"{base}/v1/metrics", timeout=10), export_interval_millis=3_600_000
+                    )
+                ],
+            )
             try:
                 emit_fallback_telemetry(tracer_provider, meter_provider)
                 emitted = Emitted(
@@ -427,6 +472,8 @@ def stack(otelcol: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
                 # One metrics export only: a later export (e.g. at shutdown) sends the same cumulative
                 # points without exemplars, and the collector keeps only the newest point.
                 assert meter_provider.force_flush(15_000)
+                emit_naming_probe(probe_provider)
+                assert probe_provider.force_flush(15_000)
 
                 url = f"http://127.0.0.1:{col.prometheus}/metrics"
 
@@ -444,6 +491,7 @@ def stack(otelcol: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
             finally:
                 tracer_provider.shutdown()
                 meter_provider.shutdown()
+                probe_provider.shutdown()
     finally:
         sink.close()
 
@@ -453,9 +501,13 @@ def _complete(body: str) -> bool:
     names = ("model_fallback_attempts_total{", "model_fallback_attempt_duration_seconds_bucket{")
     if not all(name in body for name in names) or "traces_span_metrics_calls_total{" not in body:
         return False
+    families = _parse(body)
+    probe = families.get("model_fallback_telemetry_errors")
+    if probe is None or not any(s.labels.get("job") == NAMING_PROBE_SERVICE for s in probe.samples):
+        return False
     # spanmetrics emits a new series as 0 on its first flush and the real count on the next one,
     # so that Prometheus sees the first increase; wait for the count.
-    calls = _parse(body)["traces_span_metrics_calls"].samples
+    calls = families["traces_span_metrics_calls"].samples
     return any(s.labels.get("span_name") == "chat gpt-4o" and s.value >= 1 for s in calls)
 
 
@@ -481,25 +533,44 @@ def test_prometheus_endpoint_has_library_series_with_design_names(stack: Stack) 
     assert [s.value for s in runs if s.labels.get("outcome") == "success"] == [1]
 
     # Histogram: unit s -> `_seconds`, the GenAI buckets survive the trip.
+    assert families["model_fallback_attempt_duration_seconds"].type == "histogram"
     hist = families["model_fallback_attempt_duration_seconds"]
-    assert hist.type == "histogram"
-    buckets = [s for s in hist.samples if s.name.endswith("_bucket") and s.labels["model"] == "gpt-4o"]
+    hist_samples = [s for s in hist.samples if s.labels.get("job") == SERVICE_NAME]
+    buckets = [s for s in hist_samples if s.name.endswith("_bucket") and s.labels["model"] == "gpt-4o"]
     bounds = sorted(float(s.labels["le"]) for s in buckets)
     assert bounds[:-1] == list(GENAI_BUCKETS) and bounds[-1] == float("inf")
-    count = [s for s in hist.samples if s.name.endswith("_count") and s.labels["model"] == "claude-sonnet-4"]
+    count = [s for s in hist_samples if s.name.endswith("_count") and s.labels["model"] == "claude-sonnet-4"]
     assert [s.value for s in count] == [1]
 
     # Exemplars: the measurement was taken inside a sampled span, so a bucket links to the trace.
-    exemplars = [s.exemplar for s in hist.samples if s.exemplar is not None]
+    exemplars = [s.exemplar for s in hist_samples if s.exemplar is not None]
     assert exemplars, "no exemplar on model_fallback_attempt_duration_seconds"
     assert {e.labels["trace_id"] for e in exemplars} <= stack.emitted.trace_ids
     # Each exemplar sits on the bucket its value falls into.
     bounds_all = (0.0, *GENAI_BUCKETS, float("inf"))
-    for s in hist.samples:
+    for s in hist_samples:
         if s.exemplar is not None:
             le = float(s.labels["le"])
             lower = bounds_all[bounds_all.index(le) - 1]
             assert lower <= s.exemplar.value <= le, s
+
+
+def test_every_design_series_name_survives_translation(stack: Stack) -> None:
+    """The OTel instrument names/units of DESIGN_SERIES become exactly DESIGN §6's series."""
+    families = _parse(stack.scrape)
+    probe_series = {
+        s.name
+        for family in families.values()
+        for s in family.samples
+        if s.labels.get("job") == NAMING_PROBE_SERVICE and not s.name.endswith(("_sum", "_count", "_bucket"))
+    } | {
+        s.name.removesuffix("_bucket")
+        for family in families.values()
+        for s in family.samples
+        if s.labels.get("job") == NAMING_PROBE_SERVICE and s.name.endswith("_bucket")
+    }
+    probe_series.discard("target_info")
+    assert probe_series == set(DESIGN_SERIES)
 
 
 def test_spanmetrics_split_attempts_by_outcome(stack: Stack) -> None:
