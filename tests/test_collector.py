@@ -275,41 +275,46 @@ ATTEMPTS = (
 )
 
 
-# DESIGN §6 series <- the OTel instrument (name, kind, unit) that yields it after translation.
-DESIGN_SERIES = {
-    "model_fallback_runs_total": ("model_fallback.runs", "counter", "{run}"),
-    "model_fallback_attempts_total": ("model_fallback.attempts", "counter", "{attempt}"),
-    "model_fallback_coordination_aborts_total": ("model_fallback.coordination_aborts", "counter", "{abort}"),
-    "model_fallback_fallbacks_avoided_total": ("model_fallback.fallbacks_avoided", "counter", "{candidate}"),
-    "model_fallback_cooldown_skips_total": ("model_fallback.cooldown_skips", "counter", "{skip}"),
-    "model_fallback_attempt_duration_seconds": ("model_fallback.attempt.duration", "histogram", "s"),
-    "model_fallback_run_duration_seconds": ("model_fallback.run.duration", "histogram", "s"),
-    "model_fallback_fallback_depth": ("model_fallback.fallback_depth", "histogram", "{candidate}"),
-    "model_fallback_session_lock_wait_seconds": ("model_fallback.session.lock_wait", "histogram", "s"),
-    "model_fallback_session_lock_timeouts_total": (
-        "model_fallback.session.lock_timeouts",
-        "counter",
-        "{timeout}",
-    ),
-    "model_fallback_session_takeovers_total": ("model_fallback.session.takeovers", "counter", "{takeover}"),
-    "model_fallback_session_stale_locks_reclaimed_total": (
-        "model_fallback.session.stale_locks_reclaimed",
-        "counter",
-        "{lock}",
-    ),
-    "model_fallback_telemetry_errors_total": ("model_fallback.telemetry_errors", "counter", "{error}"),
-}
+# DESIGN §6's series, as dashboards and alert rules query them.
+DESIGN_SERIES = frozenset(
+    {
+        "model_fallback_runs_total",
+        "model_fallback_attempts_total",
+        "model_fallback_coordination_aborts_total",
+        "model_fallback_fallbacks_avoided_total",
+        "model_fallback_cooldown_skips_total",
+        "model_fallback_attempt_duration_seconds",
+        "model_fallback_run_duration_seconds",
+        "model_fallback_fallback_depth",
+        "model_fallback_session_lock_wait_seconds",
+        "model_fallback_session_lock_timeouts_total",
+        "model_fallback_session_takeovers_total",
+        "model_fallback_session_stale_locks_reclaimed_total",
+        "model_fallback_telemetry_errors_total",
+    }
+)
 NAMING_PROBE_SERVICE = "model-fallback-naming-probe"
 
 
 def emit_naming_probe(meter_provider: Any) -> None:
-    """One measurement on every instrument of DESIGN_SERIES (its own service, so its own job)."""
+    """One measurement on every OTel instrument of metrics_spec, with every label key set.
+
+    Exported under its own service.name, so its series carry their own ``job`` label.
+    """
+    from model_fallback import metrics_spec
+
     meter = meter_provider.get_meter("model_fallback", "test")
-    for name, kind, unit in DESIGN_SERIES.values():
-        if kind == "counter":
-            meter.create_counter(name, unit=unit).add(1)
+    for spec in (*metrics_spec.METRICS, metrics_spec.GENAI_OPERATION_DURATION):
+        labels = dict.fromkeys(spec.labels, "probe")
+        if spec.kind == "counter":
+            meter.create_counter(spec.otel, unit=spec.unit, description=spec.description).add(1, labels)
         else:
-            meter.create_histogram(name, unit=unit).record(1)
+            meter.create_histogram(
+                spec.otel,
+                unit=spec.unit,
+                description=spec.description,
+                explicit_bucket_boundaries_advisory=list(spec.buckets),
+            ).record(1, labels)
 
 
 @dataclass
@@ -331,13 +336,17 @@ def emit_with_sdk_instruments(tracer_provider: Any, meter_provider: Any) -> None
 
     tracer = tracer_provider.get_tracer("model_fallback", "test")
     meter = meter_provider.get_meter("model_fallback", "test")
-    attempts = meter.create_counter("model_fallback.attempts", unit="{attempt}", description="attempts")
-    runs = meter.create_counter("model_fallback.runs", unit="{run}", description="runs")
+    from model_fallback import metrics_spec as spec
+
+    attempts = meter.create_counter(
+        spec.ATTEMPTS.otel, unit=spec.ATTEMPTS.unit, description=spec.ATTEMPTS.description
+    )
+    runs = meter.create_counter(spec.RUNS.otel, unit=spec.RUNS.unit, description=spec.RUNS.description)
     duration = meter.create_histogram(
-        "model_fallback.attempt.duration",
-        unit="s",
-        description="attempt duration",
-        explicit_bucket_boundaries_advisory=list(GENAI_BUCKETS),
+        spec.ATTEMPT_DURATION.otel,
+        unit=spec.ATTEMPT_DURATION.unit,
+        description=spec.ATTEMPT_DURATION.description,
+        explicit_bucket_boundaries_advisory=list(spec.ATTEMPT_DURATION.buckets),
     )
     seconds = {"gpt-4o": 0.3, "claude-sonnet-4": 1.5}
     with tracer.start_as_current_span(
@@ -555,22 +564,25 @@ def test_prometheus_endpoint_has_library_series_with_design_names(stack: Stack) 
             assert lower <= s.exemplar.value <= le, s
 
 
-def test_every_design_series_name_survives_translation(stack: Stack) -> None:
-    """The OTel instrument names/units of DESIGN_SERIES become exactly DESIGN §6's series."""
+def test_every_spec_metric_gets_its_prometheus_name_and_labels(stack: Stack) -> None:
+    """metrics_spec's OTel instruments come out of the collector under DESIGN §6's names."""
+    from model_fallback import metrics_spec
+
     families = _parse(stack.scrape)
-    probe_series = {
-        s.name
-        for family in families.values()
-        for s in family.samples
-        if s.labels.get("job") == NAMING_PROBE_SERVICE and not s.name.endswith(("_sum", "_count", "_bucket"))
-    } | {
-        s.name.removesuffix("_bucket")
-        for family in families.values()
-        for s in family.samples
-        if s.labels.get("job") == NAMING_PROBE_SERVICE and s.name.endswith("_bucket")
-    }
-    probe_series.discard("target_info")
-    assert probe_series == set(DESIGN_SERIES)
+    seen: dict[str, set[str]] = {}
+    for family in families.values():
+        for sample in family.samples:
+            if sample.labels.get("job") != NAMING_PROBE_SERVICE or family.name == "target_info":
+                continue
+            name = sample.name
+            if family.type == "histogram":
+                name = family.name  # the base of _bucket/_sum/_count
+            seen.setdefault(name, set()).update(set(sample.labels) - {"job", "instance", "le"})
+    specs = (*metrics_spec.METRICS, metrics_spec.GENAI_OPERATION_DURATION)
+    assert {spec.prometheus for spec in metrics_spec.METRICS} == DESIGN_SERIES
+    assert set(seen) == {spec.prometheus for spec in specs}
+    for spec in specs:
+        assert seen[spec.prometheus] == {key.replace(".", "_") for key in spec.labels}, spec.prometheus
 
 
 def test_spanmetrics_split_attempts_by_outcome(stack: Stack) -> None:
