@@ -178,6 +178,30 @@ def test_config_shape_is_safe_by_default() -> None:
     assert {"model_fallback.attempt.outcome", "gen_ai.request.model"} <= dims
 
 
+def test_build_script_prints_only_the_cached_binary_path(otelcol: str) -> None:
+    """stdout is the binary path alone (scripts/test captures it); the build above is reused."""
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "build-collector")], capture_output=True, text=True, timeout=600, check=True
+    )
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    path = Path(lines[0])
+    assert path.is_absolute() and os.access(path, os.X_OK)
+    assert "otelcol-" in path.name and not path.is_relative_to(ROOT)
+    version = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30, check=True)
+    assert "0.165" in version.stdout
+
+
+def test_build_script_fails_clearly_without_go(tmp_path: Path) -> None:
+    env = dict(os.environ, GO=str(tmp_path / "no-go-here"), MF_COLLECTOR_CACHE=str(tmp_path / "cache"))
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "build-collector")], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "Go is not installed" in result.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # 2. end to end
 
