@@ -1,0 +1,395 @@
+"""OpenTelemetry spans and metrics for model-fallback (``pip install 'model-fallback[otel]'``).
+
+:class:`OTelObserver` uses the OpenTelemetry *API* only; the application chooses the SDK,
+exporters and providers (inject them, or let the global ones apply). Per run:
+
+* a run span ``model_fallback.run`` (INTERNAL), child of the caller's current span, current
+  around the attempts; status ERROR only when the run ended ``exhausted``,
+  ``coordination_abort`` or ``aborted``;
+* one attempt span ``{operation} {model}`` (CLIENT) per called candidate, current during the
+  provider call (so provider SDK spans nest under it), with the GenAI semconv v1.41
+  attributes and ``error.type`` = the failure reason. **Status ERROR only when the provider
+  failed**: an attempt that hit a coordination error keeps an unset status and carries
+  ``model_fallback.coordination.kind``; the run span carries the error. Span-derived
+  per-model error rates therefore never count lock contention as a model failure.
+  Cancellation ends the spans with outcome ``cancelled`` and no error;
+* skipped candidates are events on the run span; session lock acquisitions and fence
+  verifications are INTERNAL spans (a takeover or lock timeout is an ERROR there).
+
+Metrics go through the meter with the names of :mod:`model_fallback.metrics_spec`, which
+translate to the same Prometheus series as :class:`~model_fallback.prometheus.PrometheusObserver`,
+plus ``gen_ai.client.operation.duration`` per attempt. Error text is redacted and capped.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from model_fallback import metrics_spec as spec
+from model_fallback._model import Candidate, Outcome
+from model_fallback._redact import redact
+from model_fallback.events import (
+    AttemptEnded,
+    AttemptStarted,
+    CandidateSkipped,
+    CoordinationAborted,
+    FenceChecked,
+    LockAcquired,
+    LockTimedOut,
+    Observer,
+    ObserverFailed,
+    RunEnded,
+    RunOutcome,
+    RunStarted,
+    StaleLockReclaimed,
+)
+
+__all__ = ["OTelObserver"]
+
+A = spec.ATTRIBUTES
+_ERROR_RUN_OUTCOMES = frozenset({RunOutcome.EXHAUSTED, RunOutcome.COORDINATION_ABORT, RunOutcome.ABORTED})
+_FAILED = frozenset({Outcome.PROVIDER_FAILURE, Outcome.ABORTED})
+_MAX_OPEN_RUNS = 100_000
+
+
+def _version() -> str:
+    from model_fallback import __version__
+
+    return str(__version__)
+
+
+class _Run:
+    __slots__ = ("attempt", "attempt_token", "span", "token")
+
+    def __init__(self, span: Any, token: Any) -> None:
+        self.span = span
+        self.token = token
+        self.attempt: Any = None
+        self.attempt_token: Any = None
+
+
+class OTelObserver(Observer):
+    """Observer that emits spans and metrics through the OpenTelemetry API.
+
+    Args:
+        tracer_provider: where spans go (``None``: the global provider).
+        meter_provider: where metrics go (``None``: the global provider).
+        operation: ``gen_ai.operation.name`` of attempts (default ``chat``).
+        max_label_pairs: distinct provider/model pairs that get their own metric attribute
+            values; further pairs are recorded as ``_other``.
+    """
+
+    component = "otel"
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        operation: str = "chat",
+        *,
+        max_label_pairs: int = 200,
+    ) -> None:
+        if not isinstance(operation, str) or not operation:
+            raise ValueError("operation must be a non-empty string")
+        version = _version()
+        self._tracer = trace.get_tracer(spec.NAMESPACE, version, tracer_provider, schema_url=spec.SCHEMA_URL)
+        meter = metrics.get_meter(spec.NAMESPACE, version, meter_provider, schema_url=spec.SCHEMA_URL)
+        self.operation = operation
+        self.max_label_pairs = max_label_pairs
+        made: dict[str, Any] = {}
+        for m in spec.METRICS:
+            if m.kind == "counter":
+                made[m.otel] = meter.create_counter(m.otel, unit=m.unit, description=m.description)
+            else:
+                made[m.otel] = meter.create_histogram(
+                    m.otel,
+                    unit=m.unit,
+                    description=m.description,
+                    explicit_bucket_boundaries_advisory=list(m.buckets),
+                )
+        g = spec.GENAI_OPERATION_DURATION
+        self._genai = meter.create_histogram(
+            g.otel,
+            unit=g.unit,
+            description=g.description,
+            explicit_bucket_boundaries_advisory=list(g.buckets),
+        )
+        self._runs_c = made[spec.RUNS.otel]
+        self._attempts_c = made[spec.ATTEMPTS.otel]
+        self._coord_c = made[spec.COORDINATION_ABORTS.otel]
+        self._avoided_c = made[spec.FALLBACKS_AVOIDED.otel]
+        self._skips_c = made[spec.COOLDOWN_SKIPS.otel]
+        self._attempt_h = made[spec.ATTEMPT_DURATION.otel]
+        self._run_h = made[spec.RUN_DURATION.otel]
+        self._depth_h = made[spec.FALLBACK_DEPTH.otel]
+        self._lock_wait_h = made[spec.SESSION_LOCK_WAIT.otel]
+        self._lock_timeouts_c = made[spec.SESSION_LOCK_TIMEOUTS.otel]
+        self._takeovers_c = made[spec.SESSION_TAKEOVERS.otel]
+        self._stale_c = made[spec.SESSION_STALE_RECLAIMED.otel]
+        self._telemetry_c = made[spec.TELEMETRY_ERRORS.otel]
+        self._open: OrderedDict[int, _Run] = OrderedDict()
+        self._pairs: dict[Candidate, tuple[str, str]] = {}
+        self._attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._span_names: dict[str, str] = {}
+
+    # --- cached attribute dicts (the hot path allocates none the SDK does not need) ---
+
+    def _pair(self, c: Candidate) -> tuple[str, str]:
+        pair = self._pairs.get(c)
+        if pair is None:
+            pair = (
+                (c.provider, c.model) if len(self._pairs) < self.max_label_pairs else (spec.OTHER, spec.OTHER)
+            )
+            if len(self._pairs) < self.max_label_pairs * 4:
+                self._pairs[c] = pair
+        return pair
+
+    def _cached(self, key: tuple[Any, ...], build: Any) -> dict[str, Any]:
+        found = self._attrs.get(key)
+        if found is None:
+            found = build()
+            if len(self._attrs) < 50_000:
+                self._attrs[key] = found
+        return found
+
+    def _span_name(self, model: str) -> str:
+        name = self._span_names.get(model)
+        if name is None:
+            name = f"{self.operation} {model}"
+            if len(self._span_names) < 10_000:
+                self._span_names[model] = name
+        return name
+
+    # --- driver hooks --------------------------------------------------------------
+
+    def run_started(self, event: RunStarted) -> None:
+        """Start the run span as a child of the caller's current span and make it current."""
+        span = self._tracer.start_span(spec.SPAN_RUN, kind=SpanKind.INTERNAL)
+        if span.is_recording():
+            span.set_attribute(A.CANDIDATES, [str(c) for c in event.candidates])
+        token = otel_context.attach(trace.set_span_in_context(span))
+        self._open[event.run_id] = _Run(span, token)
+        if len(self._open) > _MAX_OPEN_RUNS:  # a run that never ended: don't grow forever
+            _, stale = self._open.popitem(last=False)
+            stale.span.end()
+
+    def attempt_started(self, event: AttemptStarted) -> None:
+        """Start the attempt span (CLIENT) and make it current for the provider call."""
+        run = self._open.get(event.run_id)
+        c = event.candidate
+        attrs = self._cached(
+            ("span", c, event.index, event.probe),
+            lambda: {
+                A.GEN_AI_OPERATION_NAME: self.operation,
+                A.GEN_AI_PROVIDER_NAME: c.provider,
+                A.GEN_AI_REQUEST_MODEL: c.model,
+                A.ATTEMPT_INDEX: event.index,
+                **({A.PROBE: True} if event.probe else {}),
+            },
+        )
+        span = self._tracer.start_span(self._span_name(c.model), kind=SpanKind.CLIENT, attributes=attrs)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        if run is not None:
+            run.attempt, run.attempt_token = span, token
+
+    def attempt_ended(self, event: AttemptEnded) -> None:
+        """Finish the attempt span and record the attempt metrics (inside it: exemplars)."""
+        a = event.attempt
+        run = self._open.get(event.run_id)
+        span = run.attempt if run is not None else None
+        outcome = a.outcome
+        kind = a.coordination_kind
+        reason = kind or (a.reason.value if a.reason is not None else spec.REASON_NONE)
+        if span is not None and span.is_recording():
+            span.set_attribute(A.ATTEMPT_OUTCOME, outcome.value)
+            if kind is not None:
+                span.set_attribute(A.COORDINATION_KIND, kind)
+            elif outcome in _FAILED:
+                span.set_attribute(A.FAILURE_REASON, reason)
+                span.set_attribute(A.ERROR_TYPE, reason)
+                if a.status is not None:
+                    span.set_attribute(A.ERROR_STATUS, a.status)
+                span.set_status(Status(StatusCode.ERROR, redact(a.error) if a.error is not None else reason))
+        p, m = self._pair(a.candidate)
+        self._attempts_c.add(
+            1,
+            self._cached(
+                ("att", p, m, outcome, reason),
+                lambda: {"provider": p, "model": m, "outcome": outcome.value, "reason": reason},
+            ),
+        )
+        self._attempt_h.record(
+            a.duration_s,
+            self._cached(
+                ("dur", p, m, outcome), lambda: {"provider": p, "model": m, "outcome": outcome.value}
+            ),
+        )
+        if outcome is not Outcome.SKIPPED:
+            failed = outcome in _FAILED
+            self._genai.record(
+                a.duration_s,
+                self._cached(
+                    ("genai", a.candidate, reason if failed else None),
+                    lambda: {
+                        A.GEN_AI_OPERATION_NAME: self.operation,
+                        A.GEN_AI_PROVIDER_NAME: a.candidate.provider,
+                        A.GEN_AI_REQUEST_MODEL: p if p == spec.OTHER else a.candidate.model,
+                        **({A.ERROR_TYPE: reason} if failed else {}),
+                    },
+                ),
+            )
+        if run is not None and run.attempt is not None:
+            try:
+                otel_context.detach(run.attempt_token)
+            finally:
+                run.attempt.end()
+                run.attempt = run.attempt_token = None
+
+    def candidate_skipped(self, event: CandidateSkipped) -> None:
+        """An event on the run span; counted as an attempt ``skipped`` and a cooldown skip."""
+        a = event.attempt
+        reason = a.reason.value if a.reason is not None else spec.REASON_NONE
+        run = self._open.get(event.run_id)
+        if run is not None and run.span.is_recording():
+            run.span.add_event(
+                spec.EVENT_SKIPPED,
+                {
+                    A.GEN_AI_PROVIDER_NAME: a.candidate.provider,
+                    A.GEN_AI_REQUEST_MODEL: a.candidate.model,
+                    A.ATTEMPT_INDEX: a.index,
+                    A.FAILURE_REASON: reason,
+                    A.SKIP_REMAINING: round(event.remaining_s, 3),
+                },
+            )
+        p, m = self._pair(a.candidate)
+        self._attempts_c.add(
+            1,
+            self._cached(
+                ("att", p, m, Outcome.SKIPPED, reason),
+                lambda: {"provider": p, "model": m, "outcome": "skipped", "reason": reason},
+            ),
+        )
+        self._skips_c.add(
+            1, self._cached(("skip", p, m, reason), lambda: {"provider": p, "model": m, "reason": reason})
+        )
+
+    def coordination_aborted(self, event: CoordinationAborted) -> None:
+        """Record the abort on the run span and in the counters."""
+        run = self._open.get(event.run_id)
+        if run is not None and run.span.is_recording():
+            run.span.set_attribute(A.COORDINATION_KIND, event.kind)
+            run.span.set_attribute(A.UNTRIED, event.untried)
+        attrs = self._cached(("kind", event.kind), lambda: {"kind": event.kind})
+        self._coord_c.add(1, attrs)
+        self._avoided_c.add(event.untried, attrs)
+
+    def run_ended(self, event: RunEnded) -> None:
+        """Finish the run span and record run metrics."""
+        run = self._open.pop(event.run_id, None)
+        outcome = event.outcome
+        attrs = self._cached(("run", outcome), lambda: {"outcome": outcome.value})
+        self._runs_c.add(1, attrs)
+        self._run_h.record(event.duration_s, attrs)
+        if outcome is RunOutcome.SUCCESS and event.fallback_depth is not None:
+            self._depth_h.record(event.fallback_depth)
+        if run is None:
+            return
+        span = run.span
+        try:
+            if run.attempt is not None:  # defensive: an attempt_ended that never came
+                otel_context.detach(run.attempt_token)
+                run.attempt.end()
+            if span.is_recording():
+                span.set_attribute(A.RUN_OUTCOME, outcome.value)
+                span.set_attribute(
+                    A.ATTEMPT_COUNT, sum(1 for a in event.attempts if a.outcome is not Outcome.SKIPPED)
+                )
+                if event.candidate is not None:
+                    span.set_attribute(A.FALLBACK_DEPTH, event.fallback_depth or 0)
+                    span.set_attribute(A.SERVED_PROVIDER, event.candidate.provider)
+                    span.set_attribute(A.SERVED_MODEL, event.candidate.model)
+                    span.set_attribute(A.GEN_AI_RESPONSE_MODEL, event.candidate.model)
+                if outcome in _ERROR_RUN_OUTCOMES:
+                    last = event.attempts[-1] if event.attempts else None
+                    err_type = (
+                        (last.coordination_kind or (last.reason.value if last.reason else None))
+                        if outcome is not RunOutcome.EXHAUSTED and last is not None
+                        else "exhausted"
+                    )
+                    span.set_attribute(A.ERROR_TYPE, err_type or outcome.value)
+                    span.set_status(
+                        Status(
+                            StatusCode.ERROR,
+                            redact(event.error) if event.error is not None else outcome.value,
+                        )
+                    )
+        finally:
+            otel_context.detach(run.token)
+            span.end()
+
+    # --- session hooks -------------------------------------------------------------
+
+    def _internal_span(
+        self, name: str, start_ns: int, end_ns: int, attrs: dict[str, Any], error: str | None
+    ) -> None:
+        span = self._tracer.start_span(name, kind=SpanKind.INTERNAL, attributes=attrs, start_time=start_ns)
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, redact(error)))
+        span.end(end_time=max(end_ns, start_ns))
+
+    def lock_acquired(self, event: LockAcquired) -> None:
+        """A lock-acquire span (INTERNAL) and the wait histogram."""
+        self._internal_span(
+            spec.SPAN_LOCK_ACQUIRE,
+            event.started_ns,
+            event.ended_ns,
+            {A.SESSION_PATH: event.path, A.LOCK_WAITED: event.waited_s, A.LOCK_REACQUIRE: event.reacquire},
+            None,
+        )
+        self._lock_wait_h.record(event.waited_s)
+
+    def lock_timed_out(self, event: LockTimedOut) -> None:
+        """An ERROR lock-acquire span, the wait histogram and the timeout counter."""
+        attrs: dict[str, Any] = {
+            A.SESSION_PATH: event.path,
+            A.LOCK_WAITED: event.waited_s,
+            A.LOCK_REACQUIRE: event.reacquire,
+            A.ERROR_TYPE: "write_lock_timeout",
+        }
+        if event.owner_pid is not None:
+            attrs[A.LOCK_OWNER_PID] = event.owner_pid
+        self._internal_span(
+            spec.SPAN_LOCK_ACQUIRE, event.started_ns, event.ended_ns, attrs, "session write lock timed out"
+        )
+        self._lock_wait_h.record(event.waited_s)
+        self._lock_timeouts_c.add(1)
+
+    def stale_lock_reclaimed(self, event: StaleLockReclaimed) -> None:
+        """Count the reclaim by reason."""
+        self._stale_c.add(1, self._cached(("stale", event.reason), lambda: {"reason": event.reason}))
+
+    def fence_checked(self, event: FenceChecked) -> None:
+        """A fence-verify span (INTERNAL; ERROR on a takeover) and the takeover counter."""
+        attrs: dict[str, Any] = {A.SESSION_PATH: event.path, A.TAKEOVER: event.takeover}
+        if event.takeover:
+            attrs[A.ERROR_TYPE] = "session_takeover"
+        self._internal_span(
+            spec.SPAN_FENCE_VERIFY,
+            event.started_ns,
+            event.ended_ns,
+            attrs,
+            "session file changed while the prompt lock was released" if event.takeover else None,
+        )
+        if event.takeover:
+            self._takeovers_c.add(1)
+
+    def observer_failed(self, event: ObserverFailed) -> None:
+        """Count another observer's failure."""
+        self._telemetry_c.add(
+            1, self._cached(("tel", event.component), lambda: {"component": event.component})
+        )
