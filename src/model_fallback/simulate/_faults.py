@@ -27,6 +27,7 @@ __all__ = [
     "FaultProfile",
     "Outage",
     "ProviderHTTPError",
+    "SimClock",
     "SimulatedAPIConnectionError",
     "SimulatedProvider",
     "rng_for",
@@ -127,6 +128,24 @@ def rng_for(seed: int, *parts: object) -> random.Random:
 _FAKE_KEY = "sk-proj-" + "Zx81kQ2mN7vB4cT9rW3yH6jL0pF5sD1a"
 
 
+class SimClock:
+    """A simulated clock (seconds) that advances by the planned duration of each call.
+
+    Attributes:
+        now: seconds since the run started, on this clock.
+        hang_s: what a hang costs (the attempt timeout that cuts it).
+    """
+
+    __slots__ = ("hang_s", "now")
+
+    def __init__(self, hang_s: float) -> None:
+        self.now = 0.0
+        self.hang_s = hang_s
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class SimulatedProvider:
     """Answers ``complete(candidate, session, turn)`` with a reply, a delay or an error.
 
@@ -154,9 +173,10 @@ class SimulatedProvider:
         """The profile in force for *provider*."""
         return self._profiles.get(provider, self._default)
 
-    def in_outage(self, provider: str) -> bool:
-        """Whether *provider* is inside one of its outage windows now."""
-        t = time.monotonic() - self._t0
+    def in_outage(self, provider: str, at_s: float | None = None) -> bool:
+        """Whether *provider* is inside one of its outage windows at *at_s* seconds into the
+        run (default: now)."""
+        t = time.monotonic() - self._t0 if at_s is None else at_s
         return any(o.provider == provider and o.start_s <= t < o.end_s for o in self._outages)
 
     def decide(self, candidate: Candidate, session: int, turn: int) -> tuple[str | None, float]:
@@ -175,11 +195,21 @@ class SimulatedProvider:
         latency = prof.latency_median_s * math.exp(sigma * rng.gauss(0.0, 1.0))
         return kind, min(latency, prof.latency_p95_s * 4)
 
-    async def complete(self, candidate: Candidate, session: int, turn: int, prompt: str) -> str:
-        """One simulated provider call."""
+    async def complete(
+        self, candidate: Candidate, session: int, turn: int, prompt: str, clock: SimClock | None = None
+    ) -> str:
+        """One simulated provider call.
+
+        With a :class:`SimClock`, outage windows are judged on that clock and the call's
+        planned duration is added to it (``hang_s`` for a hang), so that what happens
+        depends on the seed only, not on scheduling.
+        """
         self.calls += 1
         kind, latency = self.decide(candidate, session, turn)
-        if self.in_outage(candidate.provider):
+        at = clock.now if clock is not None else None
+        if clock is not None:
+            clock.now += clock.hang_s if kind == "hang" else (latency if kind is None else latency / 4)
+        if self.in_outage(candidate.provider, at):
             await anyio.sleep(min(latency, 0.02))
             raise ProviderHTTPError(503, "503 Service Unavailable: upstream connect error (outage)")
         if kind == "hang":

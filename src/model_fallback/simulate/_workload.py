@@ -43,7 +43,7 @@ from model_fallback.classify import coordination_kind
 from model_fallback.cooldown import CooldownTracker
 from model_fallback.errors import AllCandidatesFailedError
 from model_fallback.session import SessionFile, SessionWriteLock, run_embedded_turn
-from model_fallback.simulate._faults import FaultProfile, Outage, SimulatedProvider, rng_for
+from model_fallback.simulate._faults import FaultProfile, Outage, SimClock, SimulatedProvider, rng_for
 from model_fallback.simulate._report import Stats
 
 __all__ = ["SimConfig", "Workload"]
@@ -112,7 +112,6 @@ class Workload:
         self.stats = stats
         self.observers: tuple[object, ...] = (stats, *observers)
         self.provider = SimulatedProvider(config.profiles, outages=config.outages, seed=config.seed)
-        self.cooldowns = CooldownTracker()
         self._owned_dir = config.directory is None
         self.directory = (
             Path(tempfile.mkdtemp(prefix="model-fallback-sim-"))
@@ -159,6 +158,11 @@ class Workload:
         if not mine:
             return
         turn_no = dict.fromkeys(mine, 0)
+        # Each worker is like one replica of an application: its own cooldown tracker, on a
+        # simulated clock that advances by the planned duration of each call, so that which
+        # candidates are skipped (and which calls fall in an outage) depends on the seed only.
+        clock = SimClock(hang_s=cfg.attempt_timeout)
+        cooldowns = CooldownTracker(clock=clock)
         k = 0
         while not self.stop.is_set():
             s = mine[k % len(mine)]
@@ -167,12 +171,12 @@ class Workload:
             turn_no[s] += 1
             self._active += 1
             try:
-                await self._turn(s, t)
+                await self._turn(s, t, clock, cooldowns)
             finally:
                 self._active -= 1
                 self.turns_done += 1
 
-    async def _turn(self, s: int, t: int) -> None:
+    async def _turn(self, s: int, t: int, clock: SimClock, cooldowns: CooldownTracker) -> None:
         cfg = self.config
         plan = rng_for(cfg.seed, "turn", s, t)
         takeover = plan.random() < cfg.takeover_rate
@@ -193,7 +197,7 @@ class Workload:
                     await self._maintenance_write(path, t)
                 elif contended:
                     await self._hold_lock_past_timeout(path)
-            return await self.provider.complete(candidate, s, t, prompt)
+            return await self.provider.complete(candidate, s, t, prompt, clock)
 
         try:
             await run_embedded_turn(
@@ -201,7 +205,7 @@ class Workload:
                 {"role": "user", "content": prompt, "turn": t},
                 call,
                 cfg.candidates,
-                cooldowns=self.cooldowns,
+                cooldowns=cooldowns,
                 observers=self.observers,
                 attempt_timeout=cfg.attempt_timeout,
             )
