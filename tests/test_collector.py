@@ -1,8 +1,8 @@
 """otel-collector.yaml against a real OpenTelemetry Collector (built from Go modules in collector/).
 
 1. ``validate`` accepts the repository's config and rejects broken variants of it.
-2. End to end, all on 127.0.0.1: the OpenTelemetry Python SDK exports the library's spans and
-   metrics over OTLP/HTTP -> the collector -> its Prometheus exporter (OpenMetrics, exemplars),
+2. End to end, all on 127.0.0.1: a real fallback run with the library's ``OTelObserver``; the
+   OpenTelemetry Python SDK exports its spans and metrics over OTLP/HTTP -> the collector -> its Prometheus exporter (OpenMetrics, exemplars),
    spanmetrics, and the OTLP/gRPC traces exporter -> a small gRPC trace receiver in this process;
    then a real Prometheus scrapes the collector and answers queries for the dashboard series.
 
@@ -12,7 +12,6 @@ The binary comes from ``MF_OTELCOL`` (set by scripts/test, which runs scripts/bu
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import signal
@@ -292,7 +291,7 @@ def run_collector(otelcol: str, tmp: Path, traces_endpoint: str) -> Iterator[Col
         stop(proc)
 
 
-# The run every producer emits: gpt-4o is rate-limited (429), claude-sonnet-4 serves.
+# The run the tests make: gpt-4o is rate-limited (429), claude-sonnet-4 serves.
 ATTEMPTS = (
     {"provider": "openai", "model": "gpt-4o", "outcome": "provider_failure", "reason": "rate_limit"},
     {"provider": "anthropic", "model": "claude-sonnet-4", "outcome": "success", "reason": "none"},
@@ -349,66 +348,15 @@ class Emitted:
     attempt_labels: tuple[dict[str, str], ...] = ATTEMPTS
 
 
-def emit_with_sdk_instruments(tracer_provider: Any, meter_provider: Any) -> None:
-    """The run's telemetry made by hand with the OpenTelemetry API, as DESIGN §6 specifies it.
+def emit_fallback_telemetry(tracer_provider: Any, meter_provider: Any) -> None:
+    """The telemetry the end-to-end tests send: a real run (ATTEMPTS) with the library's ``OTelObserver``.
 
-    Run span INTERNAL, one CLIENT span per attempt, the ``model_fallback.attempts`` counter and the
-    ``model_fallback.attempt.duration`` histogram (GenAI buckets) recorded inside the attempt spans
-    so that they carry exemplars. Used until ``model_fallback.otel.OTelObserver`` exists.
+    Everything downstream (collector, Prometheus, trace backend) sees what an application would.
     """
-    from opentelemetry.trace import SpanKind, Status, StatusCode
-
-    tracer = tracer_provider.get_tracer("model_fallback", "test")
-    meter = meter_provider.get_meter("model_fallback", "test")
-    from model_fallback import metrics_spec as spec
-
-    attempts = meter.create_counter(
-        spec.ATTEMPTS.otel, unit=spec.ATTEMPTS.unit, description=spec.ATTEMPTS.description
-    )
-    runs = meter.create_counter(spec.RUNS.otel, unit=spec.RUNS.unit, description=spec.RUNS.description)
-    duration = meter.create_histogram(
-        spec.ATTEMPT_DURATION.otel,
-        unit=spec.ATTEMPT_DURATION.unit,
-        description=spec.ATTEMPT_DURATION.description,
-        explicit_bucket_boundaries_advisory=list(spec.ATTEMPT_DURATION.buckets),
-    )
-    seconds = {"gpt-4o": 0.3, "claude-sonnet-4": 1.5}
-    with tracer.start_as_current_span(
-        "model_fallback.run",
-        kind=SpanKind.INTERNAL,
-        attributes={"model_fallback.candidates": ["openai/gpt-4o", "anthropic/claude-sonnet-4"]},
-    ) as run_span:
-        for index, labels in enumerate(ATTEMPTS):
-            provider, model, outcome, reason = (labels[k] for k in ("provider", "model", "outcome", "reason"))
-            attrs: dict[str, Any] = {
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": provider,
-                "gen_ai.request.model": model,
-                "model_fallback.attempt.index": index,
-                "model_fallback.attempt.outcome": outcome,
-            }
-            if outcome != "success":
-                attrs["model_fallback.failure.reason"] = reason
-                attrs["error.type"] = reason
-            with tracer.start_as_current_span(
-                f"chat {model}", kind=SpanKind.CLIENT, attributes=attrs
-            ) as span:
-                if outcome != "success":
-                    span.set_status(Status(StatusCode.ERROR, "429 Too Many Requests"))
-                attempts.add(1, labels)
-                duration.record(seconds[model], {"provider": provider, "model": model, "outcome": outcome})
-        run_span.set_attribute("model_fallback.outcome", "success")
-        runs.add(1, {"outcome": "success"})
-
-
-def emit_with_library_observer(tracer_provider: Any, meter_provider: Any) -> None:
-    """The same run through the real driver and the library's own ``OTelObserver``."""
     import anyio
 
     from model_fallback import Candidate, run_with_model_fallback
-
-    # imported by name: ruff's first-party detection must not depend on whether otel.py exists yet
-    otel = importlib.import_module("model_fallback.otel")
+    from model_fallback.otel import OTelObserver
 
     class RateLimitedError(Exception):
         status_code = 429
@@ -418,7 +366,7 @@ def emit_with_library_observer(tracer_provider: Any, meter_provider: Any) -> Non
             raise RateLimitedError("429 Too Many Requests")
         return "served"
 
-    observer = otel.OTelObserver(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    observer = OTelObserver(tracer_provider=tracer_provider, meter_provider=meter_provider)
 
     async def main() -> None:
         result = await run_with_model_fallback(
@@ -427,20 +375,6 @@ def emit_with_library_observer(tracer_provider: Any, meter_provider: Any) -> Non
         assert result.value == "served"
 
     anyio.run(main)
-
-
-def _library_observer_available() -> bool:
-    try:
-        otel = importlib.import_module("model_fallback.otel")
-    except ImportError:
-        return False
-    return hasattr(otel, "OTelObserver")
-
-
-# The library's own observer once it exists; the hand-made instruments until then.
-emit_fallback_telemetry = (
-    emit_with_library_observer if _library_observer_available() else emit_with_sdk_instruments
-)
 
 
 @dataclass
