@@ -216,6 +216,10 @@ async def run_with_model_fallback(
     if cooldowns is not None and not isinstance(cooldowns, CooldownTracker):
         raise TypeError("cooldowns must be a CooldownTracker or None")
     obs: tuple[object, ...] = tuple(observers)
+    # End hooks run in reverse order, like nested context managers unwinding: an observer
+    # that made a span current in a start hook closes it after the observers listed after
+    # it have seen the end (so they can still take exemplars from that span).
+    rev = obs[::-1]
 
     run_id = next(_run_ids)
     started = _perf()
@@ -267,13 +271,13 @@ async def run_with_model_fallback(
                 )  # fmt: skip
                 attempts.append(att)
                 if obs:
-                    dispatch(obs, "attempt_ended", AttemptEnded(run_id, att))
+                    dispatch(rev, "attempt_ended", AttemptEnded(run_id, att))
                     dispatch(
                         obs,
                         "coordination_aborted",
                         CoordinationAborted(run_id, att, kind, n - index - 1),
                     )
-                    _end(obs, run_id, RunOutcome.COORDINATION_ABORT, attempts, started, exc)
+                    _end(rev, run_id, RunOutcome.COORDINATION_ABORT, attempts, started, exc)
                 raise
             reason = info.reason if info.reason is not None else FailoverReason.UNKNOWN
             att = Attempt(
@@ -291,8 +295,8 @@ async def run_with_model_fallback(
                     )  # fmt: skip
                     attempts.append(att)
                     if obs:
-                        dispatch(obs, "attempt_ended", AttemptEnded(run_id, att))
-                        _end(obs, run_id, RunOutcome.ABORTED, attempts, started, exc)
+                        dispatch(rev, "attempt_ended", AttemptEnded(run_id, att))
+                        _end(rev, run_id, RunOutcome.ABORTED, attempts, started, exc)
                     raise
             if stop:
                 att = Attempt(
@@ -301,21 +305,21 @@ async def run_with_model_fallback(
                 )  # fmt: skip
                 attempts.append(att)
                 if obs:
-                    dispatch(obs, "attempt_ended", AttemptEnded(run_id, att))
-                    _end(obs, run_id, RunOutcome.ABORTED, attempts, started, exc)
+                    dispatch(rev, "attempt_ended", AttemptEnded(run_id, att))
+                    _end(rev, run_id, RunOutcome.ABORTED, attempts, started, exc)
                 raise
             attempts.append(att)
             if cooldowns is not None and reason in COOLDOWN_REASONS:
                 cooldowns.record_failure(candidate, reason, exc)
             if obs:
-                dispatch(obs, "attempt_ended", AttemptEnded(run_id, att))
+                dispatch(rev, "attempt_ended", AttemptEnded(run_id, att))
             continue
         except BaseException as exc:
             att = Attempt(candidate, index, Outcome.CANCELLED, None, None, exc, _perf() - t0)
             attempts.append(att)
             if obs:
-                dispatch(obs, "attempt_ended", AttemptEnded(run_id, att))
-                _end(obs, run_id, RunOutcome.CANCELLED, attempts, started, exc)
+                dispatch(rev, "attempt_ended", AttemptEnded(run_id, att))
+                _end(rev, run_id, RunOutcome.CANCELLED, attempts, started, exc)
             raise
 
         att = Attempt(candidate, index, Outcome.SUCCESS, None, None, None, _perf() - t0)
@@ -324,9 +328,9 @@ async def run_with_model_fallback(
             cooldowns.record_success(candidate)
         result = FallbackResult(value, candidate, tuple(attempts))
         if obs:
-            dispatch(obs, "attempt_ended", AttemptEnded(run_id, att))
+            dispatch(rev, "attempt_ended", AttemptEnded(run_id, att))
             dispatch(
-                obs,
+                rev,
                 "run_ended",
                 RunEnded(
                     run_id, RunOutcome.SUCCESS, result.attempts, candidate, index,
@@ -337,7 +341,7 @@ async def run_with_model_fallback(
 
     error = AllCandidatesFailedError.from_attempts(attempts, _failures(attempts))
     if obs:
-        _end(obs, run_id, RunOutcome.EXHAUSTED, attempts, started, error)
+        _end(rev, run_id, RunOutcome.EXHAUSTED, attempts, started, error)
     raise error
 
 

@@ -6,7 +6,8 @@ and units are chosen so that the standard OTel→Prometheus translation (the Pyt
 ``opentelemetry-exporter-prometheus`` reader and the Collector's Prometheus exporter:
 dots to underscores, ``s`` → ``_seconds``, braced units dropped, ``_total`` on counters)
 yields exactly the Prometheus names below, with the same label keys; so one set of
-dashboards serves both pipelines (the OTel path adds ``otel_scope_*`` labels).
+dashboards serves both pipelines (the Python OTel Prometheus reader adds ``otel_scope_*``
+labels; the Collector config drops them with ``without_scope_info: true``).
 
 Span attribute names follow the OpenTelemetry GenAI semantic conventions v1.41.0.
 """
