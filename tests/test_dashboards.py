@@ -1,0 +1,134 @@
+"""Generated dashboards and rules: fresh, linted, and built only from metrics_spec names."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model_fallback import dashboards
+from model_fallback import metrics_spec as spec
+
+from .conftest import ROOT
+
+DASHBOARDS = ["model-fallback-overview.json", "session-coordination.json"]
+COUNTERS = {m.prometheus for m in spec.METRICS if m.kind == "counter"}
+HISTOGRAM_SERIES = {f"{m.prometheus}_{s}" for m in spec.METRICS if m.kind == "histogram" for s in ("bucket", "sum", "count")}
+GRAFANA_UNITS = {"s", "ms", "percentunit", "reqps", "short", "none", "ops"}
+
+
+def load(name: str) -> dict[str, Any]:
+    return dict(json.loads((ROOT / "dashboards" / name).read_text()))
+
+
+def panels() -> list[tuple[str, dict[str, Any]]]:
+    return [(name, p) for name in DASHBOARDS for p in load(name)["panels"]]
+
+
+def test_committed_files_are_fresh() -> None:
+    """The committed dashboards and rules are exactly what the generator produces."""
+    assert dashboards.main(check=True, out=ROOT / "dashboards") == 0
+
+
+def test_check_detects_stale_files(tmp_path: Path) -> None:
+    """--check fails on a stale or missing file and passes after regeneration."""
+    out = tmp_path / "d"
+    shutil.copytree(ROOT / "dashboards", out)
+    (out / "model-fallback-overview.json").write_text("{}\n")
+    (out / "prometheus" / "rules.yml").unlink()
+    assert dashboards.main(check=True, out=out) == 1
+    assert dashboards.main(check=False, out=out) == 0
+    assert dashboards.main(check=True, out=out) == 0
+
+
+def test_cli_check_command() -> None:
+    """`model-fallback dashboards --check` is the freshness check users and CI run."""
+    proc = subprocess.run([sys.executable, "-m", "model_fallback", "dashboards", "--check"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_datasource_variable_and_job_instance_variables() -> None:
+    """A `datasource` variable labelled 'Data source'; job/instance query variables using it."""
+    for name in DASHBOARDS:
+        variables = {v["name"]: v for v in load(name)["templating"]["list"]}
+        ds = variables["datasource"]
+        assert ds["type"] == "datasource" and ds["query"] == "prometheus" and ds["label"] == "Data source"
+        for var in ("job", "instance"):
+            v = variables[var]
+            assert v["type"] == "query" and v["multi"] and v["includeAll"] and v["allValue"] == ".+"
+            assert v["datasource"]["uid"] == "${datasource}"
+
+
+@pytest.mark.parametrize(("dashboard", "panel"), panels(), ids=lambda x: x if isinstance(x, str) else x["title"])
+def test_panel_lint(dashboard: str, panel: dict[str, Any]) -> None:
+    """dashboard-linter rules that apply: datasource, title/description, units, rate interval,
+    counters only inside rate/increase, job/instance matchers, exemplars on latency panels."""
+    assert panel["datasource"]["uid"] == "${datasource}"
+    assert panel["title"].strip() and len(panel["description"]) > 20
+    assert panel["fieldConfig"]["defaults"]["unit"] in GRAFANA_UNITS
+    assert panel["targets"], "panel without targets"
+    for t in panel["targets"]:
+        expr = t["expr"]
+        assert t["datasource"]["uid"] == "${datasource}" and t["refId"]
+        for rng in re.findall(r"\[([^\]]+)\]", expr):
+            assert rng == "$__rate_interval", f"range [{rng}] must be $__rate_interval: {expr}"
+        for name in re.findall(r"\b(model_fallback_[a-z_]+)\b", expr):
+            assert name in COUNTERS | HISTOGRAM_SERIES, f"{name} is not in metrics_spec"
+            if name in COUNTERS | {n for n in HISTOGRAM_SERIES if not n.endswith("_bucket")}:
+                assert re.search(rf"(rate|increase)\({name}\{{", expr), f"counter {name} outside rate(): {expr}"
+        for selector in re.findall(r"model_fallback_[a-z_]+(\{[^}]*\})", expr):
+            assert 'job=~"$job"' in selector and 'instance=~"$instance"' in selector, expr
+        if "histogram_quantile" in expr:
+            assert t["exemplar"] is True
+
+
+def test_provider_failure_panels_exclude_coordination_aborts() -> None:
+    """Any panel about provider failures counts only provider_failure|aborted attempts."""
+    found = 0
+    for _, p in panels():
+        if "failure" in p["title"].lower():
+            found += 1
+            for t in p["targets"]:
+                assert 'outcome=~"provider_failure|aborted"' in t["expr"]
+                assert "coordination" not in t["expr"]
+    assert found >= 1
+
+
+def test_required_panels_exist() -> None:
+    """The panels the issue asks for are all there."""
+    titles = " | ".join(p["title"].lower() for _, p in panels())
+    for words in ["runs/s by outcome", "attempts/s by outcome", "provider failure rate", "coordination aborts",
+                  "fallbacks avoided", "served by a fallback", "attempt latency p50/p95/p99", "chains exhausted",
+                  "cooldown skips", "lock wait", "lock timeouts", "takeovers per turn", "stale locks", "telemetry errors"]:  # fmt: skip
+        assert words in titles, words
+
+
+def test_rules_use_spec_names_and_level_metric_operations() -> None:
+    """Recording rule names follow level:metric:operations; every metric exists in the spec;
+    every alert has summary, description and a runbook link that the README defines."""
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "dashboards" / "prometheus" / "rules.yml").read_text())
+    readme = (ROOT / "README.md").read_text().lower()
+    rules = [r for g in doc["groups"] for r in g["rules"]]
+    for r in rules:
+        for name in re.findall(r"(?<![:\w])(model_fallback_[a-z_]+)\b(?!:)", r["expr"]):
+            assert name in COUNTERS | HISTOGRAM_SERIES, name
+        if "record" in r:
+            assert re.fullmatch(r"[a-z_]+:model_fallback_[a-z_]+:[a-z0-9_]+", r["record"]), r["record"]
+        else:
+            a = r["annotations"]
+            assert a["summary"] and a["description"]
+            anchor = a["runbook_url"].split("#", 1)[1]
+            assert f"runbook: {r['alert'].lower()}" in readme or anchor in readme.replace(" ", "-"), anchor
+    alerts = {r["alert"] for r in rules if "alert" in r}
+    assert {"ModelFallbackSessionTakeoverRateHigh", "ModelFallbackWriteLockTimeouts", "ModelFallbackChainsExhausted",
+            "ModelFallbackProviderFailureRateHigh", "ModelFallbackPrimaryRarelyServing",
+            "ModelFallbackTelemetryErrors"} <= alerts  # fmt: skip
