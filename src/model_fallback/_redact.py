@@ -44,17 +44,39 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+# Cheap pre-check: text that has none of these cannot hold anything the patterns replace.
+_MAYBE_SECRET = re.compile(
+    r"(?i)sk-|aiza|bearer|basic|token|key|secret|passw|sig|xai-|gsk_|pplx-|hf_|gh[po]_|glpat|xox|"
+    r"[0-9a-f]{32}|[A-Za-z0-9_+/-]{40}"
+)
+_cache: dict[tuple[str, int], str] = {}
+
+
 def redact(text: object, limit: int = MAX_EXPORTED_TEXT) -> str:
     """*text* (any object: ``str()`` is taken safely) with secrets replaced, capped to *limit*."""
     try:
         s = text if isinstance(text, str) else str(text)
     except Exception:
         return f"<unprintable {type(text).__name__}>"
+    key = (s, limit)
+    hit = _cache.get(key)
+    if hit is not None:
+        return hit
+    out = _redact(s, limit)
+    if len(s) <= 4096:  # providers repeat their error texts: remember a bounded number
+        if len(_cache) >= 1024:
+            _cache.clear()
+        _cache[key] = out
+    return out
+
+
+def _redact(s: str, limit: int) -> str:
     # Look at a bounded window: redaction must not be the slow part of a failure path.
     if len(s) > limit * 4:
         s = s[: limit * 4]
-    for pattern, repl in _PATTERNS:
-        s = pattern.sub(repl, s)
+    if _MAYBE_SECRET.search(s):
+        for pattern, repl in _PATTERNS:
+            s = pattern.sub(repl, s)
     if len(s) > limit:
         s = s[: limit - 1] + "…"
     return s

@@ -1,7 +1,8 @@
 """The observer protocol: what the driver and the session subsystem report, and how.
 
-The core never knows which telemetry backends exist. It builds small frozen, slotted
-event objects and hands them to *observers*: any objects with some of the hook methods
+The core never knows which telemetry backends exist. It builds small immutable, slotted
+event objects (named tuples: the driver builds several per run, and a tuple costs a quarter
+of a frozen dataclass) and hands them to *observers*: any objects with some of the hook methods
 of :class:`Observer` (all hooks are optional; :class:`Observer` itself is a convenient
 no-op base class). ``model_fallback.otel`` and ``model_fallback.prometheus`` are the
 two observers shipped with the library.
@@ -23,8 +24,7 @@ import enum
 import logging
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from model_fallback._model import Attempt, Candidate
 
@@ -65,8 +65,7 @@ class RunOutcome(enum.StrEnum):
 # --- driver events -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RunStarted:
+class RunStarted(NamedTuple):
     """A fallback run began.
 
     Attributes:
@@ -80,8 +79,7 @@ class RunStarted:
     started_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptStarted:
+class AttemptStarted(NamedTuple):
     """A candidate is about to be called.
 
     Attributes:
@@ -93,12 +91,11 @@ class AttemptStarted:
 
     run_id: int
     candidate: Candidate
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: the field's name
     probe: bool
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptEnded:
+class AttemptEnded(NamedTuple):
     """A candidate call finished (any outcome but ``skipped``).
 
     Attributes:
@@ -110,8 +107,7 @@ class AttemptEnded:
     attempt: Attempt
 
 
-@dataclass(frozen=True, slots=True)
-class CandidateSkipped:
+class CandidateSkipped(NamedTuple):
     """A candidate was skipped because it is cooling down.
 
     Attributes:
@@ -125,8 +121,7 @@ class CandidateSkipped:
     remaining_s: float
 
 
-@dataclass(frozen=True, slots=True)
-class CoordinationAborted:
+class CoordinationAborted(NamedTuple):
     """A coordination error stopped the run; no further candidate was called.
 
     Sent after the :class:`AttemptEnded` of the attempt that raised it.
@@ -144,8 +139,7 @@ class CoordinationAborted:
     untried: int
 
 
-@dataclass(frozen=True, slots=True)
-class RunEnded:
+class RunEnded(NamedTuple):
     """A run finished.
 
     Attributes:
@@ -170,8 +164,7 @@ class RunEnded:
 # --- session events ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class LockAcquired:
+class LockAcquired(NamedTuple):
     """A session write lock was acquired.
 
     Attributes:
@@ -189,8 +182,7 @@ class LockAcquired:
     reacquire: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class LockTimedOut:
+class LockTimedOut(NamedTuple):
     """A session write lock acquisition timed out (a coordination error follows).
 
     Attributes:
@@ -212,8 +204,7 @@ class LockTimedOut:
     reacquire: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class StaleLockReclaimed:
+class StaleLockReclaimed(NamedTuple):
     """A lock left by a dead, recycled or stuck holder was reclaimed.
 
     Attributes:
@@ -227,8 +218,7 @@ class StaleLockReclaimed:
     owner_pid: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class FenceChecked:
+class FenceChecked(NamedTuple):
     """The prompt-release fence was verified after re-acquiring the lock.
 
     Attributes:
@@ -248,8 +238,7 @@ class FenceChecked:
     ended_ns: int
 
 
-@dataclass(frozen=True, slots=True)
-class ObserverFailed:
+class ObserverFailed(NamedTuple):
     """Another observer raised and has been disabled.
 
     Attributes:

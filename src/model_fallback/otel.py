@@ -206,15 +206,20 @@ class OTelObserver(Observer):
         kind = a.coordination_kind
         reason = kind or (a.reason.value if a.reason is not None else spec.REASON_NONE)
         if span is not None and span.is_recording():
-            span.set_attribute(A.ATTEMPT_OUTCOME, outcome.value)
             if kind is not None:
-                span.set_attribute(A.COORDINATION_KIND, kind)
+                span.set_attributes({A.ATTEMPT_OUTCOME: outcome.value, A.COORDINATION_KIND: kind})
             elif outcome in _FAILED:
-                span.set_attribute(A.FAILURE_REASON, reason)
-                span.set_attribute(A.ERROR_TYPE, reason)
+                attrs: dict[str, Any] = {
+                    A.ATTEMPT_OUTCOME: outcome.value,
+                    A.FAILURE_REASON: reason,
+                    A.ERROR_TYPE: reason,
+                }
                 if a.status is not None:
-                    span.set_attribute(A.ERROR_STATUS, a.status)
+                    attrs[A.ERROR_STATUS] = a.status
+                span.set_attributes(attrs)
                 span.set_status(Status(StatusCode.ERROR, redact(a.error) if a.error is not None else reason))
+            else:
+                span.set_attribute(A.ATTEMPT_OUTCOME, outcome.value)
         p, m = self._pair(a.candidate)
         self._attempts_c.add(
             1,
