@@ -166,7 +166,7 @@ async def main_async(number: int) -> None:
     # Interleave the rows (best of 7 rounds each) so that background work — the batch span
     # processor's export thread, the garbage collector — weighs on every row alike.
     results = {name: float("inf") for name, _ in rows}
-    for name, fn in rows:
+    for _name, fn in rows:
         for _ in range(min(number, 500)):
             await fn()
     for _ in range(7):
