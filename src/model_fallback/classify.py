@@ -223,6 +223,41 @@ def _info(tp: type) -> tuple[bool, tuple[str, ...]]:
     return info
 
 
+# type -> the non-None values of its class-level attributes among _ATTRS, when they are all
+# plain values (no properties or other descriptors) on a plain type; else None. An instance
+# of such a type with an empty __dict__ is fully described by its type and its text.
+_const_info: dict[type, dict[str, Any] | None] = {}
+
+
+def _class_constants(tp: type) -> dict[str, Any] | None:
+    try:
+        return _const_info[tp]
+    except KeyError:
+        pass
+    except Exception:
+        return None
+    found: dict[str, Any] | None = None
+    try:
+        plain, names = _info(tp)
+        if plain:
+            found = {}
+            for name in names:
+                raw = next((vars(base)[name] for base in tp.__mro__ if name in vars(base)), None)
+                if hasattr(type(raw), "__get__"):
+                    found = None  # a descriptor (property, getset): varies per instance
+                    break
+                if raw is not None:
+                    found[name] = raw
+    except Exception:
+        found = None
+    try:
+        if len(_const_info) < 4096:
+            _const_info[tp] = found
+    except Exception:
+        pass
+    return found
+
+
 def _attrs(node: Any) -> dict[str, Any]:
     """The non-None values of :data:`_ATTRS` on *node* (attributes or dict keys)."""
     found: dict[str, Any] = {}
@@ -785,6 +820,20 @@ def _analyze(err: object) -> Classification:
     ):
         # A leaf error (nothing beneath it) is classified by its type, its scalar attributes
         # and its text alone: remember the answer, since providers repeat the same errors.
+        tp = type(err)
+        consts = _class_constants(tp)
+        if consts is not None and not getattr(err, "__dict__", True) and not (consts.keys() & _CHILD_SET):
+            try:
+                ckey = (tp, None, _text_of(err, consts))
+                chit = _leaf_cache.get(ckey)  # type: ignore[arg-type]
+            except Exception:
+                return _walk(err)
+            if chit is None:
+                chit = _walk(err)
+                if len(_leaf_cache) >= _LEAF_CACHE_SIZE:
+                    _leaf_cache.clear()
+                _leaf_cache[ckey] = chit  # type: ignore[index]
+            return chit
         attrs = _attrs(err)
         if not (attrs.keys() & _CHILD_SET):
             try:
