@@ -6,24 +6,35 @@ in a coordination abort are counted with ``outcome="coordination_abort"`` and th
 ``reason`` — never as a provider failure — so per-model failure rates stay true.
 
 * ``registry=None`` uses the global ``REGISTRY``; two observers on two registries never
-  collide, two on one registry share the same metric objects instead of raising.
+  collide, two on one registry share the same series instead of raising.
 * provider/model label values come from the configured candidates, capped at
   ``max_label_pairs`` pairs; further pairs are counted as ``_other``.
 * Counters and histograms carry ``trace_id``/``span_id`` exemplars when an OpenTelemetry
   span is recording (exemplars appear in the OpenMetrics exposition only).
+
+The series are kept by one registered *collector* per registry and namespace: an
+observation is a dictionary update under one lock, and the families are built when
+Prometheus scrapes. (``prometheus_client``'s own ``Counter``/``Histogram`` take a lock per
+value and walk the buckets on every observation, which cost more than the whole fallback
+driver.) Custom collectors do not work in ``prometheus_client``'s multiprocess mode: run one
+registry per process, or export through OpenTelemetry.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
+import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.samples import Exemplar
 
 from model_fallback import metrics_spec as spec
-from model_fallback._model import Candidate
+from model_fallback._model import Candidate, FailoverReason, Outcome
 from model_fallback.events import (
     AttemptEnded,
     CandidateSkipped,
@@ -46,6 +57,10 @@ try:  # exemplars need the OpenTelemetry API; without it there are simply none
 except ImportError:  # pragma: no cover - exercised by the no-otel test matrix
     _trace = None  # type: ignore[assignment]
 
+# Enum members hash in Python; their plain string values hash in C. Look them up by id().
+_STR: dict[int, str] = {id(m): m._value_ for m in (*Outcome, *FailoverReason, *RunOutcome)}
+_SUCCESS = RunOutcome.SUCCESS
+
 
 def _exemplar() -> dict[str, str] | None:
     if _trace is None:
@@ -56,68 +71,136 @@ def _exemplar() -> dict[str, str] | None:
     return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
 
 
-class _Metrics:
-    """The metric objects of one namespace on one registry."""
+class _Counter:
+    __slots__ = ("doc", "exemplars", "labels", "name", "values")
 
-    def __init__(self, registry: CollectorRegistry | None, namespace: str) -> None:
+    def __init__(self, name: str, m: spec.MetricSpec) -> None:
+        self.name = name.removesuffix("_total")
+        self.doc = m.description
+        self.labels = list(m.labels)
+        self.values: dict[tuple[str, ...], float] = {}
+        self.exemplars: dict[tuple[str, ...], Exemplar] = {}
+
+    def family(self) -> Metric:
+        fam = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for key, value in self.values.items():
+            fam.add_metric(key, value, exemplar=self.exemplars.get(key))
+        return fam
+
+
+class _Histogram:
+    __slots__ = ("bounds", "data", "doc", "labels", "le", "name")
+
+    def __init__(self, name: str, m: spec.MetricSpec) -> None:
+        self.name = name
+        self.doc = m.description
+        self.labels = list(m.labels)
+        self.bounds = tuple(float(b) for b in m.buckets)
+        self.le = [*(repr(float(b)) for b in self.bounds), "+Inf"]
+        # labels -> [per-bucket counts (not cumulative), sum, {bucket index: exemplar}]
+        self.data: dict[tuple[str, ...], list[Any]] = {}
+
+    def slot(self, key: tuple[str, ...]) -> list[Any]:
+        found = self.data.get(key)
+        if found is None:
+            found = self.data[key] = [[0] * (len(self.bounds) + 1), 0.0, {}]
+        return found
+
+    def family(self) -> Metric:
+        fam = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        for key, (counts, total, exemplars) in self.data.items():
+            acc = 0
+            buckets: list[Any] = []
+            for i, n in enumerate(counts):
+                acc += n
+                ex = exemplars.get(i)
+                buckets.append((self.le[i], acc, ex) if ex is not None else (self.le[i], acc))
+            fam.add_metric(key, buckets, total)
+        return fam
+
+
+class _Series:
+    """Every series of one namespace on one registry: a registered collector."""
+
+    def __init__(self, namespace: str) -> None:
         def name(m: spec.MetricSpec) -> str:
-            return namespace + m.base.removeprefix(spec.NAMESPACE)
+            return namespace + m.prometheus.removeprefix(spec.NAMESPACE)
 
-        made: dict[str, Any] = {}
-        for m in spec.METRICS:
-            try:
-                if m.kind == "counter":
-                    made[m.otel] = Counter(name(m), m.description, m.labels, registry=registry)
-                else:
-                    made[m.otel] = Histogram(
-                        name(m), m.description, m.labels, buckets=m.buckets, registry=registry
-                    )
-            except ValueError as exc:
-                raise ValueError(
-                    f"cannot register {name(m)} on this registry: {exc} (another collector already uses "
-                    "the name; pass a different registry= or namespace=)"
-                ) from None
-        self.runs: Counter = made[spec.RUNS.otel]
-        self.attempts: Counter = made[spec.ATTEMPTS.otel]
-        self.coordination_aborts: Counter = made[spec.COORDINATION_ABORTS.otel]
-        self.fallbacks_avoided: Counter = made[spec.FALLBACKS_AVOIDED.otel]
-        self.cooldown_skips: Counter = made[spec.COOLDOWN_SKIPS.otel]
-        self.attempt_duration: Histogram = made[spec.ATTEMPT_DURATION.otel]
-        self.run_duration: Histogram = made[spec.RUN_DURATION.otel]
-        self.fallback_depth: Histogram = made[spec.FALLBACK_DEPTH.otel]
-        self.lock_wait: Histogram = made[spec.SESSION_LOCK_WAIT.otel]
-        self.lock_timeouts: Counter = made[spec.SESSION_LOCK_TIMEOUTS.otel]
-        self.takeovers: Counter = made[spec.SESSION_TAKEOVERS.otel]
-        self.stale_reclaimed: Counter = made[spec.SESSION_STALE_RECLAIMED.otel]
-        self.telemetry_errors: Counter = made[spec.TELEMETRY_ERRORS.otel]
+        self.lock = threading.Lock()
+        self.metrics: dict[str, _Counter | _Histogram] = {
+            m.otel: (_Counter(name(m), m) if m.kind == "counter" else _Histogram(name(m), m))
+            for m in spec.METRICS
+        }
+        c, h = self.counter, self.histogram
+        self.runs, self.attempts = c(spec.RUNS), c(spec.ATTEMPTS)
+        self.coordination_aborts, self.fallbacks_avoided = (
+            c(spec.COORDINATION_ABORTS),
+            c(spec.FALLBACKS_AVOIDED),
+        )
+        self.cooldown_skips, self.lock_timeouts = c(spec.COOLDOWN_SKIPS), c(spec.SESSION_LOCK_TIMEOUTS)
+        self.takeovers, self.stale = c(spec.SESSION_TAKEOVERS), c(spec.SESSION_STALE_RECLAIMED)
+        self.telemetry_errors = c(spec.TELEMETRY_ERRORS)
+        self.attempt_duration, self.run_duration = h(spec.ATTEMPT_DURATION), h(spec.RUN_DURATION)
+        self.fallback_depth, self.lock_wait = h(spec.FALLBACK_DEPTH), h(spec.SESSION_LOCK_WAIT)
+        # Zeros, not gaps: the label sets every dashboard and rule expects exist from the start.
         for outcome in spec.RUN_OUTCOMES:
-            self.runs.labels(outcome)
-            self.run_duration.labels(outcome)
+            self.runs.values[(outcome,)] = 0.0
+            self.run_duration.slot((outcome,))
         for kind in spec.COORDINATION_KINDS:
-            self.coordination_aborts.labels(kind)
-            self.fallbacks_avoided.labels(kind)
+            self.coordination_aborts.values[(kind,)] = 0.0
+            self.fallbacks_avoided.values[(kind,)] = 0.0
         for reason in spec.STALE_REASONS:
-            self.stale_reclaimed.labels(reason)
+            self.stale.values[(reason,)] = 0.0
         for component in spec.TELEMETRY_COMPONENTS:
-            self.telemetry_errors.labels(component)
+            self.telemetry_errors.values[(component,)] = 0.0
+        for unlabelled in (self.lock_timeouts, self.takeovers):
+            unlabelled.values[()] = 0.0
+        self.fallback_depth.slot(())
+        self.lock_wait.slot(())
+
+    def counter(self, m: spec.MetricSpec) -> _Counter:
+        found = self.metrics[m.otel]
+        assert isinstance(found, _Counter)
+        return found
+
+    def histogram(self, m: spec.MetricSpec) -> _Histogram:
+        found = self.metrics[m.otel]
+        assert isinstance(found, _Histogram)
+        return found
+
+    def collect(self) -> Iterator[Metric]:
+        """Build the families (under the lock, so a scrape sees a consistent set)."""
+        with self.lock:
+            families = [m.family() for m in self.metrics.values()]
+        yield from families
+
+    def describe(self) -> Iterator[Metric]:
+        """Names only, so that the registry detects duplicates at registration."""
+        for m in self.metrics.values():
+            if isinstance(m, _Counter):
+                yield CounterMetricFamily(m.name, m.doc, labels=m.labels)
+            else:
+                yield HistogramMetricFamily(m.name, m.doc, labels=m.labels)
 
 
-_shared: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Metrics]] = weakref.WeakKeyDictionary()
-_unregistered: dict[str, _Metrics] = {}
+_shared: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Series]] = weakref.WeakKeyDictionary()
 _shared_lock = threading.Lock()
 
 
-def _metrics_for(registry: CollectorRegistry | None, namespace: str) -> _Metrics:
+def _series_for(registry: CollectorRegistry, namespace: str) -> _Series:
     with _shared_lock:
-        if registry is None:
-            found = _unregistered.get(namespace)
-            if found is None:
-                found = _unregistered[namespace] = _Metrics(None, namespace)
-            return found
         per = _shared.setdefault(registry, {})
         found = per.get(namespace)
         if found is None:
-            found = per[namespace] = _Metrics(registry, namespace)
+            found = _Series(namespace)
+            try:
+                registry.register(found)
+            except ValueError as exc:
+                raise ValueError(
+                    f"cannot register model-fallback metrics ({namespace}_*) on this registry: {exc} "
+                    "(another collector already uses these names; pass a different registry= or namespace=)"
+                ) from None
+            per[namespace] = found
         return found
 
 
@@ -150,116 +233,163 @@ class PrometheusObserver(Observer):
         self.registry = REGISTRY if registry is None else registry
         self.namespace = namespace
         self.max_label_pairs = max_label_pairs
-        self._m = _metrics_for(self.registry, namespace)
-        self._pairs: dict[Candidate, tuple[str, str]] = {}
-        self._children: dict[tuple[Candidate, str, str], tuple[Any, Any]] = {}
-        self._lock = threading.Lock()
+        self._s = _series_for(self.registry, namespace)
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
         for c in candidates:
-            self._labels(c if isinstance(c, Candidate) else Candidate.parse(c))
+            self._pair(c if isinstance(c, Candidate) else Candidate.parse(c))
 
-    # --- labels ----------------------------------------------------------------------
+    def _pair(self, c: Candidate) -> tuple[str, str]:
+        key = (c.provider, c.model)
+        pair = self._pairs.get(key)
+        if pair is None:
+            pair = key if len(self._pairs) < self.max_label_pairs else (spec.OTHER, spec.OTHER)
+            if len(self._pairs) < self.max_label_pairs * 4:
+                self._pairs[key] = pair
+            s = self._s
+            with s.lock:
+                s.attempts.values.setdefault((*pair, "success", spec.REASON_NONE), 0.0)
+                s.attempt_duration.slot((*pair, "success"))
+        return pair
 
-    def _labels(self, candidate: Candidate) -> tuple[str, str]:
-        pair = self._pairs.get(candidate)
-        if pair is not None:
-            return pair
-        with self._lock:
-            pair = self._pairs.get(candidate)
-            if pair is None:
-                if len(self._pairs) < self.max_label_pairs:
-                    pair = (candidate.provider, candidate.model)
-                else:
-                    pair = (spec.OTHER, spec.OTHER)
-                if len(self._pairs) < self.max_label_pairs * 4:
-                    self._pairs[candidate] = pair
-                # Pre-initialise the common series of a new pair: zeros, not gaps.
-                p, m = pair
-                self._m.attempts.labels(p, m, "success", spec.REASON_NONE)
-                self._m.attempt_duration.labels(p, m, "success")
-            return pair
-
-    def _attempt_children(self, candidate: Candidate, outcome: str, reason: str) -> tuple[Any, Any]:
-        key = (candidate, outcome, reason)
-        found = self._children.get(key)
-        if found is None:
-            p, m = self._labels(candidate)
-            found = (
-                self._m.attempts.labels(p, m, outcome, reason),
-                self._m.attempt_duration.labels(p, m, outcome),
-            )
-            if len(self._children) < 20_000:
-                self._children[key] = found
-        return found
+    @staticmethod
+    def _ex(value: float) -> Exemplar | None:
+        labels = _exemplar()
+        return Exemplar(labels, value, time.time()) if labels is not None else None
 
     # --- hooks -----------------------------------------------------------------------
 
     def run_started(self, event: RunStarted) -> None:
         """Make sure the run's candidates have label sets."""
         for c in event.candidates:
-            if c not in self._pairs:
-                self._labels(c)
+            if (c.provider, c.model) not in self._pairs:
+                self._pair(c)
 
     def attempt_ended(self, event: AttemptEnded) -> None:
         """Count the attempt and observe its duration."""
         a = event.attempt
-        outcome = a.outcome.value
+        p, m = self._pair(a.candidate)
+        outcome = _STR[id(a.outcome)]
         if a.coordination_kind is not None:
             reason = a.coordination_kind
         elif a.reason is not None:
-            reason = a.reason.value
+            reason = _STR[id(a.reason)]
         else:
             reason = spec.REASON_NONE
-        counter, histogram = self._attempt_children(a.candidate, outcome, reason)
-        ex = _exemplar()
-        counter.inc(1, ex)
-        histogram.observe(a.duration_s, ex)
+        d = a.duration_s
+        labels = _exemplar()
+        s = self._s
+        key = (p, m, outcome, reason)
+        hkey = (p, m, outcome)
+        with s.lock:
+            values = s.attempts.values
+            values[key] = values.get(key, 0.0) + 1.0
+            h = s.attempt_duration
+            slot = h.data.get(hkey) or h.slot(hkey)
+            i = bisect.bisect_left(h.bounds, d)
+            slot[0][i] += 1
+            slot[1] += d
+            if labels is not None:
+                now = time.time()
+                s.attempts.exemplars[key] = Exemplar(labels, 1.0, now)
+                slot[2][i] = Exemplar(labels, d, now)
 
     def candidate_skipped(self, event: CandidateSkipped) -> None:
         """Count the skip (as an attempt with outcome ``skipped`` and as a cooldown skip)."""
         a = event.attempt
-        reason = a.reason.value if a.reason is not None else spec.REASON_NONE
-        counter, _ = self._attempt_children(a.candidate, "skipped", reason)
-        counter.inc()
-        p, m = self._labels(a.candidate)
-        self._m.cooldown_skips.labels(p, m, reason).inc()
+        p, m = self._pair(a.candidate)
+        reason = _STR[id(a.reason)] if a.reason is not None else spec.REASON_NONE
+        s = self._s
+        key, skey = (p, m, "skipped", reason), (p, m, reason)
+        with s.lock:
+            s.attempts.values[key] = s.attempts.values.get(key, 0.0) + 1.0
+            s.cooldown_skips.values[skey] = s.cooldown_skips.values.get(skey, 0.0) + 1.0
 
     def coordination_aborted(self, event: CoordinationAborted) -> None:
         """Count the abort and the candidates it left untried."""
-        ex = _exemplar()
-        self._m.coordination_aborts.labels(event.kind).inc(1, ex)
-        self._m.fallbacks_avoided.labels(event.kind).inc(event.untried)
+        ex = self._ex(1.0)
+        key = (event.kind,)
+        s = self._s
+        with s.lock:
+            s.coordination_aborts.values[key] = s.coordination_aborts.values.get(key, 0.0) + 1.0
+            s.fallbacks_avoided.values[key] = s.fallbacks_avoided.values.get(key, 0.0) + event.untried
+            if ex is not None:
+                s.coordination_aborts.exemplars[key] = ex
 
     def run_ended(self, event: RunEnded) -> None:
         """Count the run by outcome; observe its duration and fallback depth."""
-        ex = _exemplar()
-        outcome = event.outcome.value
-        self._m.runs.labels(outcome).inc(1, ex)
-        self._m.run_duration.labels(outcome).observe(event.duration_s, ex)
-        if event.outcome is RunOutcome.SUCCESS and event.fallback_depth is not None:
-            self._m.fallback_depth.observe(event.fallback_depth, ex)
+        labels = _exemplar()
+        key = (_STR[id(event.outcome)],)
+        d = event.duration_s
+        s = self._s
+        with s.lock:
+            s.runs.values[key] = s.runs.values.get(key, 0.0) + 1.0
+            h = s.run_duration
+            slot = h.data.get(key) or h.slot(key)
+            i = bisect.bisect_left(h.bounds, d)
+            slot[0][i] += 1
+            slot[1] += d
+            depth_i = -1
+            if event.outcome is _SUCCESS and event.fallback_depth is not None:
+                dh = s.fallback_depth
+                dslot = dh.data[()]
+                depth_i = bisect.bisect_left(dh.bounds, event.fallback_depth)
+                dslot[0][depth_i] += 1
+                dslot[1] += event.fallback_depth
+            if labels is not None:
+                now = time.time()
+                s.runs.exemplars[key] = Exemplar(labels, 1.0, now)
+                slot[2][i] = Exemplar(labels, d, now)
+                if depth_i >= 0:
+                    s.fallback_depth.data[()][2][depth_i] = Exemplar(
+                        labels, float(event.fallback_depth or 0), now
+                    )
+
+    def _observe_wait(self, waited: float) -> None:
+        h = self._s.lock_wait
+        slot = h.data[()]
+        i = bisect.bisect_left(h.bounds, waited)
+        slot[0][i] += 1
+        slot[1] += waited
 
     def lock_acquired(self, event: LockAcquired) -> None:
         """Observe the lock wait."""
-        self._m.lock_wait.observe(event.waited_s)
+        with self._s.lock:
+            self._observe_wait(event.waited_s)
 
     def lock_timed_out(self, event: LockTimedOut) -> None:
         """Observe the wait and count the timeout."""
-        self._m.lock_wait.observe(event.waited_s)
-        self._m.lock_timeouts.inc(1, _exemplar())
+        ex = self._ex(1.0)
+        s = self._s
+        with s.lock:
+            self._observe_wait(event.waited_s)
+            s.lock_timeouts.values[()] += 1.0
+            if ex is not None:
+                s.lock_timeouts.exemplars[()] = ex
 
     def stale_lock_reclaimed(self, event: StaleLockReclaimed) -> None:
         """Count the reclaim by reason."""
-        self._m.stale_reclaimed.labels(event.reason).inc()
+        key = (event.reason,)
+        s = self._s
+        with s.lock:
+            s.stale.values[key] = s.stale.values.get(key, 0.0) + 1.0
 
     def fence_checked(self, event: FenceChecked) -> None:
         """Count takeovers."""
         if event.takeover:
-            self._m.takeovers.inc(1, _exemplar())
+            ex = self._ex(1.0)
+            s = self._s
+            with s.lock:
+                s.takeovers.values[()] += 1.0
+                if ex is not None:
+                    s.takeovers.exemplars[()] = ex
 
     def observer_failed(self, event: ObserverFailed) -> None:
         """Count another observer's failure."""
-        self._m.telemetry_errors.labels(event.component).inc()
+        self.count_error(event.component)
 
     def count_error(self, component: str) -> None:
         """Count a telemetry failure of *component* (e.g. an exporter)."""
-        self._m.telemetry_errors.labels(component).inc()
+        key = (component,)
+        s = self._s
+        with s.lock:
+            s.telemetry_errors.values[key] = s.telemetry_errors.values.get(key, 0.0) + 1.0
