@@ -455,3 +455,21 @@ async def test_event_order_for_one_run() -> None:
     assert len(run_ids) == 1
     end = rec.seen[-1][1]
     assert end.fallback_depth == 1 and end.candidate == Candidate.parse(CHAIN[1])
+
+
+async def test_a_raising_policy_stops_the_run_with_its_error() -> None:
+    """should_fallback raising: the run stops (outcome aborted), the policy's error propagates
+    with the provider error as its cause, and no further candidate is called."""
+    original = http_error(429, "slow down")
+    run = Script({"gpt-4o": original})
+    rec = Recorder()
+
+    def broken(a: mf.Attempt) -> bool:
+        raise LookupError("policy bug")
+
+    with pytest.raises(LookupError, match="policy bug") as info:
+        await run_with_model_fallback(run, CHAIN, policy=FallbackPolicy(should_fallback=broken), observers=[rec])
+    assert info.value.__cause__ is original
+    assert len(run.calls) == 1
+    ended = next(e for name, e in rec.seen if name == "run_ended")
+    assert ended.outcome is ev.RunOutcome.ABORTED and ended.attempts[0].outcome is Outcome.ABORTED

@@ -30,6 +30,16 @@ pytestmark = pytest.mark.anyio
 PREAMBLE = "import anyio, json, os, sys, time\nfrom model_fallback.session import SessionFile, SessionWriteLock\n"
 
 
+HOLDER = """
+    async def main(path):
+        lock = SessionWriteLock(path)
+        await lock.acquire()
+        print("held", flush=True)
+        await anyio.sleep(600)
+    anyio.run(main, sys.argv[1])
+"""
+
+
 def spawn(code: str, *args: str, **kw: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", PREAMBLE + textwrap.dedent(code), *args],
@@ -142,14 +152,7 @@ async def test_sigkilled_holder_never_blocks_and_is_reported(tmp_path: Path) -> 
     """A holder killed with SIGKILL: the next acquirer gets the lock at once, reclaim reported."""
     path = tmp_path / "s.jsonl"
     holder = spawn(
-        """
-        async def main(path):
-            lock = SessionWriteLock(path)
-            await lock.acquire()
-            print("held", flush=True)
-            await anyio.sleep(600)
-        anyio.run(main, sys.argv[1])
-        """,
+        HOLDER,
         str(path),
     )
     try:
@@ -177,14 +180,7 @@ async def test_live_holder_times_out_a_short_acquire_without_blocking_the_loop(t
     """A live holder: a 0.3 s acquire fails within a second naming path and pid; the loop keeps running."""
     path = tmp_path / "s.jsonl"
     holder = spawn(
-        """
-        async def main(path):
-            lock = SessionWriteLock(path)
-            await lock.acquire()
-            print("held", flush=True)
-            await anyio.sleep(600)
-        anyio.run(main, sys.argv[1])
-        """,
+        HOLDER,
         str(path),
     )
     try:
@@ -222,14 +218,7 @@ async def test_stuck_live_holder_is_broken_after_stale_after(tmp_path: Path) -> 
     """stale_after bounds a live holder that is stuck: its lock is broken and reported."""
     path = tmp_path / "s.jsonl"
     holder = spawn(
-        """
-        async def main(path):
-            lock = SessionWriteLock(path)
-            await lock.acquire()
-            print("held", flush=True)
-            await anyio.sleep(600)
-        anyio.run(main, sys.argv[1])
-        """,
+        HOLDER,
         str(path),
     )
     try:

@@ -285,28 +285,20 @@ async def run_with_model_fallback(
                 info.status, info.code,
             )  # fmt: skip
             stop = reason in stop_on
+            policy_error: Exception | None = None
             if not stop and should_fallback is not None:
                 try:
                     stop = not should_fallback(att)
-                except Exception:
-                    att = Attempt(
-                        candidate, index, Outcome.ABORTED, reason, None, exc, elapsed,
-                        info.status, info.code,
-                    )  # fmt: skip
-                    attempts.append(att)
-                    if obs:
-                        dispatch(rev, "attempt_ended", AttemptEnded(run_id, att))
-                        _end(rev, run_id, RunOutcome.ABORTED, attempts, started, exc)
-                    raise
+                except Exception as veto_error:  # a broken policy stops the run, loudly
+                    stop, policy_error = True, veto_error
             if stop:
-                att = Attempt(
-                    candidate, index, Outcome.ABORTED, reason, None, exc, elapsed,
-                    info.status, info.code,
-                )  # fmt: skip
+                att = att._replace(outcome=Outcome.ABORTED)
                 attempts.append(att)
                 if obs:
                     dispatch(rev, "attempt_ended", AttemptEnded(run_id, att))
                     _end(rev, run_id, RunOutcome.ABORTED, attempts, started, exc)
+                if policy_error is not None:
+                    raise policy_error from exc
                 raise
             attempts.append(att)
             if cooldowns is not None and reason in COOLDOWN_REASONS:
