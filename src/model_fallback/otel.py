@@ -31,7 +31,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from model_fallback import metrics_spec as spec
-from model_fallback._model import Candidate, Outcome
+from model_fallback._model import Candidate, FailoverReason, Outcome
 from model_fallback._redact import redact
 from model_fallback.events import (
     AttemptEnded,
@@ -55,6 +55,8 @@ A = spec.ATTRIBUTES
 _ERROR_RUN_OUTCOMES = frozenset({RunOutcome.EXHAUSTED, RunOutcome.COORDINATION_ABORT, RunOutcome.ABORTED})
 _FAILED = frozenset({Outcome.PROVIDER_FAILURE, Outcome.ABORTED})
 _MAX_OPEN_RUNS = 100_000
+# Enum members hash in Python; their plain string values hash in C. Look them up by id().
+_STR: dict[int, str] = {id(m): m._value_ for m in (*Outcome, *FailoverReason, *RunOutcome)}
 
 
 def _version() -> str:
@@ -133,20 +135,21 @@ class OTelObserver(Observer):
         self._stale_c = made[spec.SESSION_STALE_RECLAIMED.otel]
         self._telemetry_c = made[spec.TELEMETRY_ERRORS.otel]
         self._open: OrderedDict[int, _Run] = OrderedDict()
-        self._pairs: dict[Candidate, tuple[str, str]] = {}
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        self._attempt_attrs: dict[tuple[str, str, str, str], tuple[dict[str, Any], ...]] = {}
+        self._start_attrs: dict[tuple[str, str, int, bool], tuple[str, dict[str, Any]]] = {}
         self._attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._span_names: dict[str, str] = {}
 
     # --- cached attribute dicts (the hot path allocates none the SDK does not need) ---
 
     def _pair(self, c: Candidate) -> tuple[str, str]:
-        pair = self._pairs.get(c)
+        key = (c.provider, c.model)  # strings hash in C; a Candidate hashes in Python
+        pair = self._pairs.get(key)
         if pair is None:
-            pair = (
-                (c.provider, c.model) if len(self._pairs) < self.max_label_pairs else (spec.OTHER, spec.OTHER)
-            )
+            pair = key if len(self._pairs) < self.max_label_pairs else (spec.OTHER, spec.OTHER)
             if len(self._pairs) < self.max_label_pairs * 4:
-                self._pairs[c] = pair
+                self._pairs[key] = pair
         return pair
 
     def _cached(self, key: tuple[Any, ...], build: Any) -> dict[str, Any]:
@@ -182,17 +185,21 @@ class OTelObserver(Observer):
         """Start the attempt span (CLIENT) and make it current for the provider call."""
         run = self._open.get(event.run_id)
         c = event.candidate
-        attrs = self._cached(
-            ("span", c, event.index, event.probe),
-            lambda: {
+        key = (c.provider, c.model, event.index, event.probe)
+        found = self._start_attrs.get(key)
+        if found is None:
+            attrs: dict[str, Any] = {
                 A.GEN_AI_OPERATION_NAME: self.operation,
                 A.GEN_AI_PROVIDER_NAME: c.provider,
                 A.GEN_AI_REQUEST_MODEL: c.model,
                 A.ATTEMPT_INDEX: event.index,
-                **({A.PROBE: True} if event.probe else {}),
-            },
-        )
-        span = self._tracer.start_span(self._span_name(c.model), kind=SpanKind.CLIENT, attributes=attrs)
+            }
+            if event.probe:
+                attrs[A.PROBE] = True
+            found = (f"{self.operation} {c.model}", attrs)
+            if len(self._start_attrs) < 10_000:
+                self._start_attrs[key] = found
+        span = self._tracer.start_span(found[0], kind=SpanKind.CLIENT, attributes=found[1])
         token = otel_context.attach(trace.set_span_in_context(span))
         if run is not None:
             run.attempt, run.attempt_token = span, token
@@ -203,14 +210,15 @@ class OTelObserver(Observer):
         run = self._open.get(event.run_id)
         span = run.attempt if run is not None else None
         outcome = a.outcome
+        outcome_s = _STR[id(outcome)]
         kind = a.coordination_kind
-        reason = kind or (a.reason.value if a.reason is not None else spec.REASON_NONE)
+        reason = kind or (_STR[id(a.reason)] if a.reason is not None else spec.REASON_NONE)
         if span is not None and span.is_recording():
             if kind is not None:
-                span.set_attributes({A.ATTEMPT_OUTCOME: outcome.value, A.COORDINATION_KIND: kind})
+                span.set_attributes({A.ATTEMPT_OUTCOME: outcome_s, A.COORDINATION_KIND: kind})
             elif outcome in _FAILED:
                 attrs: dict[str, Any] = {
-                    A.ATTEMPT_OUTCOME: outcome.value,
+                    A.ATTEMPT_OUTCOME: outcome_s,
                     A.FAILURE_REASON: reason,
                     A.ERROR_TYPE: reason,
                 }
@@ -219,41 +227,43 @@ class OTelObserver(Observer):
                 span.set_attributes(attrs)
                 span.set_status(Status(StatusCode.ERROR, redact(a.error) if a.error is not None else reason))
             else:
-                span.set_attribute(A.ATTEMPT_OUTCOME, outcome.value)
-        p, m = self._pair(a.candidate)
-        self._attempts_c.add(
-            1,
-            self._cached(
-                ("att", p, m, outcome, reason),
-                lambda: {"provider": p, "model": m, "outcome": outcome.value, "reason": reason},
-            ),
-        )
-        self._attempt_h.record(
-            a.duration_s,
-            self._cached(
-                ("dur", p, m, outcome), lambda: {"provider": p, "model": m, "outcome": outcome.value}
-            ),
-        )
-        if outcome is not Outcome.SKIPPED:
-            failed = outcome in _FAILED
-            self._genai.record(
-                a.duration_s,
-                self._cached(
-                    ("genai", a.candidate, reason if failed else None),
-                    lambda: {
-                        A.GEN_AI_OPERATION_NAME: self.operation,
-                        A.GEN_AI_PROVIDER_NAME: a.candidate.provider,
-                        A.GEN_AI_REQUEST_MODEL: p if p == spec.OTHER else a.candidate.model,
-                        **({A.ERROR_TYPE: reason} if failed else {}),
-                    },
-                ),
-            )
+                span.set_attribute(A.ATTEMPT_OUTCOME, outcome_s)
+        c = a.candidate
+        cached = self._attempt_attrs.get((c.provider, c.model, outcome_s, reason))
+        if cached is None:
+            cached = self._metric_attrs(c, outcome, outcome_s, reason)
+        self._attempts_c.add(1, cached[0])
+        self._attempt_h.record(a.duration_s, cached[1])
+        if len(cached) > 2:
+            self._genai.record(a.duration_s, cached[2])
         if run is not None and run.attempt is not None:
             try:
                 otel_context.detach(run.attempt_token)
             finally:
                 run.attempt.end()
                 run.attempt = run.attempt_token = None
+
+    def _metric_attrs(
+        self, c: Candidate, outcome: Outcome, outcome_s: str, reason: str
+    ) -> tuple[dict[str, Any], ...]:
+        """The attribute dicts of one attempt's metric points (built once per combination)."""
+        p, m = self._pair(c)
+        out: tuple[dict[str, Any], ...] = (
+            {"provider": p, "model": m, "outcome": outcome_s, "reason": reason},
+            {"provider": p, "model": m, "outcome": outcome_s},
+        )
+        if outcome is not Outcome.SKIPPED:
+            genai: dict[str, Any] = {
+                A.GEN_AI_OPERATION_NAME: self.operation,
+                A.GEN_AI_PROVIDER_NAME: p,
+                A.GEN_AI_REQUEST_MODEL: m,
+            }
+            if outcome in _FAILED:
+                genai[A.ERROR_TYPE] = reason
+            out = (*out, genai)
+        if len(self._attempt_attrs) < 50_000:
+            self._attempt_attrs[(c.provider, c.model, outcome_s, reason)] = out
+        return out
 
     def candidate_skipped(self, event: CandidateSkipped) -> None:
         """An event on the run span; counted as an attempt ``skipped`` and a cooldown skip."""
