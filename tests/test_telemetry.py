@@ -577,3 +577,111 @@ class socket_closed_port:  # noqa: N801 - used as a context manager
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+class _HangingServer:
+    """Accepts connections on 127.0.0.1, reads, never answers (a hung collector)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = int(self.sock.getsockname()[1])
+        self.conns: list[Any] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.conns.append(conn)  # keep it open, say nothing
+
+    def close(self) -> None:
+        self.stop.set()
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def test_hanging_otlp_endpoint_changes_nothing() -> None:
+    """A collector that accepts and never answers: 1 000 runs give the same results; the
+    added time is printed (the exporter blocks only its own background thread)."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    hung = _HangingServer()
+    try:
+        tp = TracerProvider()
+        tp.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=f"http://127.0.0.1:{hung.port}/v1/traces", timeout=2), schedule_delay_millis=50,
+        ))  # fmt: skip
+        observers = (OTelObserver(tracer_provider=tp),)
+
+        async def measure(obs: tuple[object, ...]) -> tuple[float, list[str]]:
+            out = []
+            t0 = time.perf_counter()
+            for _ in range(1000):
+                r = await mf.run_with_model_fallback(script({"gpt-4o": http_error(503, "overloaded")}), CHAIN,
+                                                     observers=obs)  # fmt: skip
+                out.append(str(r.candidate))
+            return time.perf_counter() - t0, out
+
+        t_plain, r_plain = anyio.run(measure, ())
+        t_hung, r_hung = anyio.run(measure, observers)
+        assert r_hung == r_plain == [CHAIN[1]] * 1000
+        assert hung.conns, "the exporter never even tried"
+        print(f"\n1000 runs: no telemetry {t_plain * 1000:.0f} ms, OTel to a hung collector {t_hung * 1000:.0f} ms")
+        assert t_hung < 30  # 1000 runs, each far below the exporter's 2 s timeout: no per-run blocking
+        t0 = time.perf_counter()
+        tp.shutdown()
+        print(f"shutdown with a hung collector: {time.perf_counter() - t0:.1f} s")
+    finally:
+        hung.close()
+
+
+def test_metrics_endpoint_binds_loopback_by_default() -> None:
+    """telemetry.configure serves /metrics on 127.0.0.1 unless told otherwise; a taken port is an OSError."""
+    import socket
+
+    from model_fallback import telemetry
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    handle = telemetry.configure(prometheus_port=port, registry=CollectorRegistry(), otel=False)
+    try:
+        assert handle._server.server_address[0] == "127.0.0.1"
+        assert handle.prometheus_url == f"http://127.0.0.1:{port}/metrics"
+        with pytest.raises(OSError):
+            telemetry.configure(prometheus_port=port, registry=CollectorRegistry(), otel=False)
+    finally:
+        handle.shutdown()
+
+
+async def test_api_keys_never_reach_metrics_or_logs(otel: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Keys in provider errors: absent from the exposition (both formats) and from log records,
+    even when an observer fails while handling the error."""
+    obs, _, _, _ = otel
+    reg = CollectorRegistry()
+    prom = PrometheusObserver(reg, candidates=CHAIN)
+
+    class LeakyObserver(ev.Observer):
+        component = "leaky"
+
+        def attempt_ended(self, event: ev.AttemptEnded) -> None:
+            raise RuntimeError("observer bug")
+
+    err = http_error(401, f"Incorrect API key provided: {KEY} (Authorization: Bearer {KEY})")
+    with caplog.at_level("DEBUG"):
+        await mf.run_with_model_fallback(script({"gpt-4o": err}), CHAIN, observers=[obs, prom, LeakyObserver()])
+    assert KEY not in generate_latest(reg).decode()
+    assert KEY not in generate_openmetrics(reg).decode()
+    for record in caplog.records:
+        assert KEY not in record.getMessage()
+        assert KEY not in (caplog.text or "")

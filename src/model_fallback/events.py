@@ -23,10 +23,12 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from model_fallback._model import Attempt, Candidate
+from model_fallback._redact import redact
 
 __all__ = [
     "AttemptEnded",
@@ -344,11 +346,15 @@ def _fail(observer: object, hook: str, exc: Exception, observers: Iterable[objec
         _disabled[id(observer)] = observer
         _errors[component] = _errors.get(component, 0) + 1
     if first:
+        # The traceback is rendered and redacted here rather than passed as exc_info: the
+        # hook may have run while a provider error was being handled, and that error (often
+        # quoting an API key) would be printed as this one's context.
+        rendered = "".join(traceback.format_exception(exc))
         _log.error(
-            "model_fallback observer %s raised in %s and is disabled for the rest of the process",
+            "model_fallback observer %s raised in %s and is disabled for the rest of the process\n%s",
             component,
             hook,
-            exc_info=exc,
+            redact(rendered, limit=8000),
         )
     notice = ObserverFailed(component, hook, exc)
     for other in observers:
