@@ -119,6 +119,7 @@ def register_coordination_error(error_type: type[BaseException] | str, kind: str
         else:
             raise TypeError(f"expected an exception class or a class name, got {error_type!r}")
         _coord_cache.clear()
+        _fast_types.clear()
 
 
 def unregister_coordination_error(error_type: type[BaseException] | str) -> None:
@@ -131,6 +132,7 @@ def unregister_coordination_error(error_type: type[BaseException] | str) -> None
         else:
             _coordination_types = tuple((t, k) for t, k in _coordination_types if t is not error_type)
         _coord_cache.clear()
+        _fast_types.clear()
 
 
 # type -> kind or "" (not coordination); cleared when the registry changes
@@ -800,9 +802,52 @@ def _children(node: Any, attrs: dict[str, Any]) -> list[Any]:
     return out
 
 
+# Exception types whose instances, with nothing chained and an empty __dict__, are fully
+# described by (type, str(instance)): the fastest path, for the common repeated provider error.
+_fast_types: dict[type, bool] = {}
+
+
+def _fast_type(tp: type) -> bool:
+    found = _fast_types.get(tp)
+    if found is not None:
+        return found
+    ok = False
+    try:
+        if (
+            issubclass(tp, BaseException)
+            and not issubclass(tp, BaseExceptionGroup | FailoverError)
+            and tp.__name__ != "FailoverError"
+            and not _type_coordination_kind(tp)
+        ):
+            consts = _class_constants(tp)
+            ok = consts is not None and "message" not in consts and not (consts.keys() & _CHILD_SET)
+    except Exception:
+        ok = False
+    try:
+        if len(_fast_types) < 4096:
+            _fast_types[tp] = ok
+    except Exception:
+        pass
+    return ok
+
+
 def _analyze(err: object) -> Classification:
     if err is None:
         return _NOTHING
+    tp = type(err)
+    if (
+        _fast_types.get(tp)
+        and err.__cause__ is None  # type: ignore[attr-defined]
+        and not err.__dict__
+        and (err.__context__ is None or err.__suppress_context__)  # type: ignore[attr-defined]
+    ):
+        try:
+            fkey = (tp, 1, str(err))
+        except Exception:
+            return _walk(err)
+        hit = _leaf_cache.get(fkey)  # type: ignore[arg-type]
+        if hit is not None:
+            return hit
     # An error that *is* a coordination error wins whatever lies beneath it.
     kind = _type_coordination_kind(type(err))
     if kind:
@@ -820,11 +865,10 @@ def _analyze(err: object) -> Classification:
     ):
         # A leaf error (nothing beneath it) is classified by its type, its scalar attributes
         # and its text alone: remember the answer, since providers repeat the same errors.
-        tp = type(err)
         consts = _class_constants(tp)
         if consts is not None and not getattr(err, "__dict__", True) and not (consts.keys() & _CHILD_SET):
             try:
-                ckey = (tp, None, _text_of(err, consts))
+                ckey = (tp, 1, _text_of(err, consts)) if _fast_type(tp) else (tp, None, _text_of(err, consts))
                 chit = _leaf_cache.get(ckey)  # type: ignore[arg-type]
             except Exception:
                 return _walk(err)

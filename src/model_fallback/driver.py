@@ -93,6 +93,8 @@ class FallbackPolicy:
 
 
 _DEFAULT_POLICY = FallbackPolicy()
+_DEFAULT_STOP = _DEFAULT_POLICY.stop_on
+_OVERFLOW = FailoverReason.CONTEXT_OVERFLOW
 
 
 class FallbackResult(NamedTuple, Generic[T]):
@@ -134,6 +136,11 @@ def normalize_candidates(candidates: Iterable[Candidate | str]) -> tuple[Candida
         raise TypeError(
             "candidates must be a sequence of Candidate or 'provider/model' strings"
         ) from None
+    last = _last_chain
+    # Applications pass the same chain run after run: remember the last one. Candidates and
+    # strings are immutable, so equal items normalise to the same chain.
+    if last is not None and last[0] == items:
+        return last[1]
     if not items:
         raise ValueError("candidates must not be empty")
     out: list[Candidate] = []
@@ -151,7 +158,12 @@ def normalize_candidates(candidates: Iterable[Candidate | str]) -> tuple[Candida
         if key not in seen:
             seen.add(key)
             out.append(c)
-    return tuple(out)
+    chain = tuple(out)
+    globals()["_last_chain"] = (items, chain)
+    return chain
+
+
+_last_chain: tuple[tuple[object, ...], tuple[Candidate, ...]] | None = None
 
 
 def _validate_timeout(attempt_timeout: float | None) -> float | None:
@@ -284,7 +296,8 @@ async def run_with_model_fallback(
                 candidate, index, Outcome.PROVIDER_FAILURE, reason, None, exc, elapsed,
                 info.status, info.code,
             )  # fmt: skip
-            stop = reason in stop_on
+            # Enum members hash in Python: test the default policy by identity.
+            stop = reason is _OVERFLOW if stop_on is _DEFAULT_STOP else reason in stop_on
             policy_error: Exception | None = None
             if not stop and should_fallback is not None:
                 try:
