@@ -59,6 +59,14 @@ _MAX_OPEN_RUNS = 100_000
 _STR: dict[int, str] = {id(m): m._value_ for m in (*Outcome, *FailoverReason, *RunOutcome)}
 
 
+def _called(attempts: tuple[Any, ...]) -> int:
+    n = len(attempts)
+    for a in attempts:
+        if a.outcome is Outcome.SKIPPED:
+            n -= 1
+    return n
+
+
 def _version() -> str:
     from model_fallback import __version__
 
@@ -140,6 +148,7 @@ class OTelObserver(Observer):
         self._start_attrs: dict[tuple[str, str, int, bool], tuple[str, dict[str, Any]]] = {}
         self._attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._span_names: dict[str, str] = {}
+        self._run_labels: dict[str, dict[str, Any]] = {}
 
     # --- cached attribute dicts (the hot path allocates none the SDK does not need) ---
 
@@ -307,9 +316,12 @@ class OTelObserver(Observer):
         """Finish the run span and record run metrics."""
         run = self._open.pop(event.run_id, None)
         outcome = event.outcome
-        attrs = self._cached(("run", outcome), lambda: {"outcome": outcome.value})
-        self._runs_c.add(1, attrs)
-        self._run_h.record(event.duration_s, attrs)
+        outcome_s = _STR[id(outcome)]
+        labels = self._run_labels.get(outcome_s)
+        if labels is None:
+            labels = self._run_labels[outcome_s] = {"outcome": outcome_s}
+        self._runs_c.add(1, labels)
+        self._run_h.record(event.duration_s, labels)
         if outcome is RunOutcome.SUCCESS and event.fallback_depth is not None:
             self._depth_h.record(event.fallback_depth)
         if run is None:
@@ -320,15 +332,15 @@ class OTelObserver(Observer):
                 otel_context.detach(run.attempt_token)
                 run.attempt.end()
             if span.is_recording():
-                span.set_attribute(A.RUN_OUTCOME, outcome.value)
-                span.set_attribute(
-                    A.ATTEMPT_COUNT, sum(1 for a in event.attempts if a.outcome is not Outcome.SKIPPED)
-                )
+                # One set_attributes call: each span mutation takes the span's lock.
+                attrs: dict[str, Any] = {
+                    A.RUN_OUTCOME: outcome_s,
+                    A.ATTEMPT_COUNT: _called(event.attempts),
+                }
                 if event.candidate is not None:
-                    span.set_attribute(A.FALLBACK_DEPTH, event.fallback_depth or 0)
-                    span.set_attribute(A.SERVED_PROVIDER, event.candidate.provider)
-                    span.set_attribute(A.SERVED_MODEL, event.candidate.model)
-                    span.set_attribute(A.GEN_AI_RESPONSE_MODEL, event.candidate.model)
+                    attrs[A.FALLBACK_DEPTH] = event.fallback_depth or 0
+                    attrs[A.SERVED_PROVIDER] = event.candidate.provider
+                    attrs[A.SERVED_MODEL] = attrs[A.GEN_AI_RESPONSE_MODEL] = event.candidate.model
                 if outcome in _ERROR_RUN_OUTCOMES:
                     last = event.attempts[-1] if event.attempts else None
                     err_type = (
@@ -336,13 +348,16 @@ class OTelObserver(Observer):
                         if outcome is not RunOutcome.EXHAUSTED and last is not None
                         else "exhausted"
                     )
-                    span.set_attribute(A.ERROR_TYPE, err_type or outcome.value)
+                    attrs[A.ERROR_TYPE] = err_type or outcome.value
+                    span.set_attributes(attrs)
                     span.set_status(
                         Status(
                             StatusCode.ERROR,
                             redact(event.error) if event.error is not None else outcome.value,
                         )
                     )
+                else:
+                    span.set_attributes(attrs)
         finally:
             otel_context.detach(run.token)
             span.end()
