@@ -15,11 +15,13 @@ import pytest
 from model_fallback import dashboards
 from model_fallback import metrics_spec as spec
 
-from .conftest import ROOT
+from .conftest import ROOT, require_tool
 
 DASHBOARDS = ["model-fallback-overview.json", "session-coordination.json"]
 COUNTERS = {m.prometheus for m in spec.METRICS if m.kind == "counter"}
-HISTOGRAM_SERIES = {f"{m.prometheus}_{s}" for m in spec.METRICS if m.kind == "histogram" for s in ("bucket", "sum", "count")}
+HISTOGRAM_SERIES = {
+    f"{m.prometheus}_{s}" for m in spec.METRICS if m.kind == "histogram" for s in ("bucket", "sum", "count")
+}
 GRAFANA_UNITS = {"s", "ms", "percentunit", "reqps", "short", "none", "ops"}
 
 
@@ -66,10 +68,43 @@ def test_datasource_variable_and_job_instance_variables() -> None:
             assert v["datasource"]["uid"] == "${datasource}"
 
 
-@pytest.mark.parametrize(("dashboard", "panel"), panels(), ids=lambda x: x if isinstance(x, str) else x["title"])
+# A series read through a range-vector function only: `rate(name{...}[...])` (or irate/increase).
+COUNTER_LIKE = COUNTERS | HISTOGRAM_SERIES
+SERIES = re.compile(r"\b(model_fallback_[a-z_]+)\b(\{[^}]*\})?(\[[^\]]+\])?")
+
+
+def counter_misuse(expr: str) -> list[str]:
+    """Occurrences of a counter (or histogram series) not directly inside rate/irate/increase
+    over a range: the dashboard-linter's target-counter-agg-rule, extended to histogram series."""
+    bad = []
+    for m in SERIES.finditer(expr):
+        name, _, rng = m.groups()
+        if expr[m.end(1) : m.end(1) + 1] == ":" or expr[max(0, m.start(1) - 1) : m.start(1)] == ":":
+            continue  # a recording rule name such as job:model_fallback_runs:rate5m
+        if name not in COUNTER_LIKE:
+            continue
+        before = expr[: m.start()].rstrip()
+        if not (rng and re.search(r"\b(rate|irate|increase)\($", before)):
+            bad.append(m.group(0))
+    return bad
+
+
+def test_counter_misuse_detector_can_fail() -> None:
+    """The counter rule flags bare counters, counters outside the range function, and passes rates."""
+    assert counter_misuse(f"sum({spec.RUNS.prometheus})") == [spec.RUNS.prometheus]
+    assert counter_misuse(f"rate({spec.RUNS.prometheus}[5m]) / {spec.RUNS.prometheus}") == [
+        spec.RUNS.prometheus
+    ]
+    assert counter_misuse(f'sum(rate({spec.RUNS.prometheus}{{job=~"$job"}}[$__rate_interval]))') == []
+    assert counter_misuse("sum(job:model_fallback_runs:rate5m)") == []
+
+
+@pytest.mark.parametrize(
+    ("dashboard", "panel"), panels(), ids=lambda x: x if isinstance(x, str) else x["title"]
+)
 def test_panel_lint(dashboard: str, panel: dict[str, Any]) -> None:
-    """dashboard-linter rules that apply: datasource, title/description, units, rate interval,
-    counters only inside rate/increase, job/instance matchers, exemplars on latency panels."""
+    """dashboard-linter rules that apply: datasource, title/description, units, no-targets, rate
+    interval, counters only inside rate/increase, job/instance matchers, exemplars on latency panels."""
     assert panel["datasource"]["uid"] == "${datasource}"
     assert panel["title"].strip() and len(panel["description"]) > 20
     assert panel["fieldConfig"]["defaults"]["unit"] in GRAFANA_UNITS
@@ -80,13 +115,74 @@ def test_panel_lint(dashboard: str, panel: dict[str, Any]) -> None:
         for rng in re.findall(r"\[([^\]]+)\]", expr):
             assert rng == "$__rate_interval", f"range [{rng}] must be $__rate_interval: {expr}"
         for name in re.findall(r"\b(model_fallback_[a-z_]+)\b", expr):
-            assert name in COUNTERS | HISTOGRAM_SERIES, f"{name} is not in metrics_spec"
-            if name in COUNTERS | {n for n in HISTOGRAM_SERIES if not n.endswith("_bucket")}:
-                assert re.search(rf"(rate|increase)\({name}\{{", expr), f"counter {name} outside rate(): {expr}"
+            assert name in COUNTER_LIKE, f"{name} is not in metrics_spec"
+        assert not counter_misuse(expr), f"counters outside rate(): {counter_misuse(expr)} in {expr}"
         for selector in re.findall(r"model_fallback_[a-z_]+(\{[^}]*\})", expr):
             assert 'job=~"$job"' in selector and 'instance=~"$instance"' in selector, expr
         if "histogram_quantile" in expr:
             assert t["exemplar"] is True
+
+
+def test_template_variables_reload_on_time_change() -> None:
+    """template-on-time-change-reload-rule: query variables refresh on time range change (2)."""
+    for name in DASHBOARDS:
+        for v in load(name)["templating"]["list"]:
+            if v["type"] == "query":
+                assert v["refresh"] == 2, (name, v["name"])
+
+
+def _promql_of_dashboards() -> list[tuple[str, str]]:
+    """Every PromQL expression of the dashboards with Grafana's variables given concrete values
+    (what Grafana sends), plus the series selectors of the label_values() variable queries."""
+    out = []
+    for name in DASHBOARDS:
+        d = load(name)
+        for p in d["panels"]:
+            for t in p["targets"]:
+                out.append((f"{name} {p['title']} {t['refId']}", t["expr"]))
+        for v in d["templating"]["list"]:
+            if v["type"] == "query":
+                m = re.fullmatch(r"label_values\((.+), *([a-z_]+)\)", v["definition"])
+                assert m, v["definition"]
+                out.append((f"{name} ${v['name']}", m.group(1)))
+    return [
+        (where, e.replace("$__rate_interval", "1m").replace("$job", ".+").replace("$instance", ".+"))
+        for where, e in out
+    ]
+
+
+def _promtool_parse(exprs: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    rules = {
+        "groups": [
+            {
+                "name": "lint",
+                "rules": [{"record": f"lint:expr_{i}:x", "expr": e} for i, e in enumerate(exprs)],
+            }
+        ]
+    }
+    f = tmp_path / "lint.yml"
+    f.write_text(json.dumps(rules))  # JSON is YAML
+    return subprocess.run(
+        [require_tool("promtool"), "check", "rules", str(f)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    """target-promql-rule / template-label-promql-rule with Prometheus's own parser: promtool
+    parses every panel query and variable selector (and rejects a broken one)."""
+    exprs = _promql_of_dashboards()
+    assert len(exprs) > 20
+    proc = _promtool_parse([e for _, e in exprs], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"{len(exprs)} rules found" in proc.stdout
+    broken = _promtool_parse([exprs[0][1].rstrip(")")], tmp_path)
+    assert broken.returncode != 0
+
+
+def test_rule_expressions_read_counters_through_rate() -> None:
+    """Recording and alert rules read counters only through rate/increase too."""
+    for r in [{"expr": e} for _, e in dashboards.RECORDING_RULES] + dashboards.ALERTS:
+        assert not counter_misuse(r["expr"]), r["expr"]
 
 
 def test_provider_failure_panels_exclude_coordination_aborts() -> None:
