@@ -1005,6 +1005,20 @@ def analyze(err: object) -> Classification:
 
     This is what the driver uses: one walk of the chain per failure. Never raises.
     """
+    tp = type(err)
+    if _fast_types.get(tp):  # the repeated leaf provider error, without a call layer
+        exc: BaseException = err  # type: ignore[assignment]  # only exception types are "fast"
+        try:
+            if (
+                exc.__cause__ is None
+                and not exc.__dict__
+                and (exc.__context__ is None or exc.__suppress_context__)
+            ):
+                hit = _leaf_cache.get((tp, 1, str(exc)))  # type: ignore[arg-type]
+                if hit is not None:
+                    return hit
+        except Exception:
+            pass
     try:
         return _analyze(err)
     except Exception:

@@ -62,6 +62,11 @@ __all__ = [
 T = TypeVar("T")
 
 _run_ids = itertools.count(1)
+# NamedTuple construction through tuple.__new__ skips a Python-level __new__ (a third of the
+# cost); every field is given, in order.
+_new = tuple.__new__
+_FAILURE = Outcome.PROVIDER_FAILURE
+_SUCCESS = Outcome.SUCCESS
 _perf = time.perf_counter
 
 
@@ -133,9 +138,7 @@ def normalize_candidates(candidates: Iterable[Candidate | str]) -> tuple[Candida
     try:
         items = tuple(candidates)
     except TypeError:
-        raise TypeError(
-            "candidates must be a sequence of Candidate or 'provider/model' strings"
-        ) from None
+        raise TypeError("candidates must be a sequence of Candidate or 'provider/model' strings") from None
     last = _last_chain
     # Applications pass the same chain run after run: remember the last one. Candidates and
     # strings are immutable, so equal items normalise to the same chain.
@@ -220,22 +223,23 @@ async def run_with_model_fallback(
     if not callable(run):
         raise TypeError("run must be an async callable taking a Candidate")
     chain = normalize_candidates(candidates)
-    timeout = _validate_timeout(attempt_timeout)
+    timeout = None if attempt_timeout is None else _validate_timeout(attempt_timeout)
     if policy is None:
         policy = _DEFAULT_POLICY
     elif not isinstance(policy, FallbackPolicy):
         raise TypeError("policy must be a FallbackPolicy or None")
     if cooldowns is not None and not isinstance(cooldowns, CooldownTracker):
         raise TypeError("cooldowns must be a CooldownTracker or None")
-    obs: tuple[object, ...] = tuple(observers)
+    obs: tuple[object, ...] = tuple(observers) if observers else ()
     # End hooks run in reverse order, like nested context managers unwinding: an observer
     # that made a span current in a start hook closes it after the observers listed after
     # it have seen the end (so they can still take exemplars from that span).
     rev = obs[::-1]
-
-    run_id = next(_run_ids)
-    started = _perf()
+    run_id = 0
+    started = 0.0
     if obs:
+        run_id = next(_run_ids)
+        started = _perf()
         dispatch(obs, "run_started", RunStarted(run_id, chain, time.time_ns()))
 
     attempts: list[Attempt] = []
@@ -292,10 +296,9 @@ async def run_with_model_fallback(
                     _end(rev, run_id, RunOutcome.COORDINATION_ABORT, attempts, started, exc)
                 raise
             reason = info.reason if info.reason is not None else FailoverReason.UNKNOWN
-            att = Attempt(
-                candidate, index, Outcome.PROVIDER_FAILURE, reason, None, exc, elapsed,
-                info.status, info.code,
-            )  # fmt: skip
+            att = _new(
+                Attempt, (candidate, index, _FAILURE, reason, None, exc, elapsed, info.status, info.code)
+            )
             # Enum members hash in Python: test the default policy by identity.
             stop = reason is _OVERFLOW if stop_on is _DEFAULT_STOP else reason in stop_on
             policy_error: Exception | None = None
@@ -327,11 +330,11 @@ async def run_with_model_fallback(
                 _end(rev, run_id, RunOutcome.CANCELLED, attempts, started, exc)
             raise
 
-        att = Attempt(candidate, index, Outcome.SUCCESS, None, None, None, _perf() - t0)
+        att = _new(Attempt, (candidate, index, _SUCCESS, None, None, None, _perf() - t0, None, None))
         attempts.append(att)
         if cooldowns is not None:
             cooldowns.record_success(candidate)
-        result = FallbackResult(value, candidate, tuple(attempts))
+        result = _new(FallbackResult, (value, candidate, tuple(attempts)))
         if obs:
             dispatch(rev, "attempt_ended", AttemptEnded(run_id, att))
             dispatch(
