@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
+from model_fallback import metrics_spec as spec
+
 from .conftest import ROOT, require_tool
 from .test_telemetry import _Receiver
 
@@ -75,7 +77,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": ["rules.yml"],
-                "scrape_configs": [{"job_name": "model-fallback", "static_configs": [{"targets": [f"127.0.0.1:{sim_port}"]}]}],
+                "scrape_configs": [
+                    {"job_name": "model-fallback", "static_configs": [{"targets": [f"127.0.0.1:{sim_port}"]}]}
+                ],
             }
         )
     )
@@ -145,7 +149,7 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
 def test_every_rule_expression_is_valid_and_has_data(stack: Stack) -> None:
     """Recording rules return data (also as recorded series); alert expressions are valid and
     the quantity they compare (left of the threshold) has data."""
-    problems = []
+    problems: list[tuple[object, object]] = []
     for r in _rules():
         got = stack.query(r["expr"])
         if got["status"] != "success":
@@ -164,17 +168,34 @@ def test_every_rule_expression_is_valid_and_has_data(stack: Stack) -> None:
     assert not problems, problems
 
 
-def test_exemplars_carry_trace_ids(stack: Stack) -> None:
-    """Prometheus stored exemplars with trace ids on the attempt latency buckets."""
+def test_prometheus_evaluates_every_rule_without_error(stack: Stack) -> None:
+    """Prometheus loaded every generated rule and its own evaluations are healthy; the target is up."""
+    groups = get(f"{stack.base}/api/v1/rules")["data"]["groups"]
+    loaded = {r["name"]: r for g in groups for r in g["rules"]}
+    expected = {r.get("record") or r["alert"] for r in _rules()}
+    assert set(loaded) == expected
+    unhealthy = {n: (r["health"], r.get("lastError")) for n, r in loaded.items() if r["health"] != "ok"}
+    assert not unhealthy
+    targets = get(f"{stack.base}/api/v1/targets")["data"]["activeTargets"]
+    assert [t["health"] for t in targets] == ["up"]
+
+
+def _exemplar_trace_ids(stack: Stack, series: str) -> set[str]:
     end = time.time()
-    params = urllib.parse.urlencode(
-        {"query": "model_fallback_attempt_duration_seconds_bucket", "start": end - 300, "end": end}
-    )
+    params = urllib.parse.urlencode({"query": series, "start": end - 300, "end": end})
     got = get(f"{stack.base}/api/v1/query_exemplars?{params}")
     assert got["status"] == "success"
-    trace_ids = {e["labels"].get("trace_id") for series in got["data"] for e in series["exemplars"]}
-    trace_ids.discard(None)
-    assert trace_ids and all(re.fullmatch(r"[0-9a-f]{32}", t) for t in trace_ids)
+    return {e["labels"]["trace_id"] for s in got["data"] for e in s["exemplars"] if "trace_id" in e["labels"]}
+
+
+@pytest.mark.parametrize(
+    "series", [f"{m.prometheus}_bucket" for m in (spec.ATTEMPT_DURATION, spec.RUN_DURATION)]
+)
+def test_exemplars_carry_trace_ids(stack: Stack, series: str) -> None:
+    """Prometheus stored exemplars with W3C trace ids on the latency buckets the dashboards
+    show with exemplars, so Grafana can link a slow bucket to its trace."""
+    trace_ids = _exemplar_trace_ids(stack, series)
+    assert trace_ids and all(re.fullmatch(r"[0-9a-f]{32}", t) and t != "0" * 32 for t in trace_ids)
 
 
 def test_coordination_storm_is_not_a_provider_failure(stack: Stack) -> None:
