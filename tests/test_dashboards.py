@@ -228,3 +228,18 @@ def test_rules_use_spec_names_and_level_metric_operations() -> None:
     assert {"ModelFallbackSessionTakeoverRateHigh", "ModelFallbackWriteLockTimeouts", "ModelFallbackChainsExhausted",
             "ModelFallbackProviderFailureRateHigh", "ModelFallbackPrimaryRarelyServing",
             "ModelFallbackTelemetryErrors"} <= alerts  # fmt: skip
+
+
+def test_panels_fit_the_grid_without_overlap() -> None:
+    """Every panel lies inside Grafana's 24-column grid and no two panels overlap; ids are unique."""
+    for name in DASHBOARDS:
+        ps = load(name)["panels"]
+        assert len({p["id"] for p in ps}) == len(ps)
+        cells: dict[tuple[int, int], str] = {}
+        for p in ps:
+            g = p["gridPos"]
+            assert g["x"] >= 0 and g["w"] > 0 and g["x"] + g["w"] <= 24 and g["h"] > 0, p["title"]
+            for x in range(g["x"], g["x"] + g["w"]):
+                for y in range(g["y"], g["y"] + g["h"]):
+                    assert (x, y) not in cells, f"{name}: {p['title']} overlaps {cells[(x, y)]}"
+                    cells[(x, y)] = p["title"]
