@@ -240,7 +240,7 @@ async def run_with_model_fallback(
     if obs:
         run_id = next(_run_ids)
         started = _perf()
-        dispatch(obs, "run_started", RunStarted(run_id, chain, time.time_ns()))
+        dispatch(obs, "run_started", _new(RunStarted, (run_id, chain, time.time_ns())))
 
     attempts: list[Attempt] = []
     probed = False
@@ -268,7 +268,7 @@ async def run_with_model_fallback(
                     continue
 
         if obs:
-            dispatch(obs, "attempt_started", AttemptStarted(run_id, candidate, index, probe))
+            dispatch(obs, "attempt_started", _new(AttemptStarted, (run_id, candidate, index, probe)))
         t0 = _perf()
         try:
             if timeout is None:
@@ -287,7 +287,7 @@ async def run_with_model_fallback(
                 )  # fmt: skip
                 attempts.append(att)
                 if obs:
-                    dispatch(rev, "attempt_ended", AttemptEnded(run_id, att))
+                    dispatch(rev, "attempt_ended", _new(AttemptEnded, (run_id, att)))
                     dispatch(
                         obs,
                         "coordination_aborted",
@@ -311,7 +311,7 @@ async def run_with_model_fallback(
                 att = att._replace(outcome=Outcome.ABORTED)
                 attempts.append(att)
                 if obs:
-                    dispatch(rev, "attempt_ended", AttemptEnded(run_id, att))
+                    dispatch(rev, "attempt_ended", _new(AttemptEnded, (run_id, att)))
                     _end(rev, run_id, RunOutcome.ABORTED, attempts, started, exc)
                 if policy_error is not None:
                     raise policy_error from exc
@@ -320,13 +320,13 @@ async def run_with_model_fallback(
             if cooldowns is not None and reason in COOLDOWN_REASONS:
                 cooldowns.record_failure(candidate, reason, exc)
             if obs:
-                dispatch(rev, "attempt_ended", AttemptEnded(run_id, att))
+                dispatch(rev, "attempt_ended", _new(AttemptEnded, (run_id, att)))
             continue
         except BaseException as exc:
             att = Attempt(candidate, index, Outcome.CANCELLED, None, None, exc, _perf() - t0)
             attempts.append(att)
             if obs:
-                dispatch(rev, "attempt_ended", AttemptEnded(run_id, att))
+                dispatch(rev, "attempt_ended", _new(AttemptEnded, (run_id, att)))
                 _end(rev, run_id, RunOutcome.CANCELLED, attempts, started, exc)
             raise
 
@@ -336,13 +336,13 @@ async def run_with_model_fallback(
             cooldowns.record_success(candidate)
         result = _new(FallbackResult, (value, candidate, tuple(attempts)))
         if obs:
-            dispatch(rev, "attempt_ended", AttemptEnded(run_id, att))
+            dispatch(rev, "attempt_ended", _new(AttemptEnded, (run_id, att)))
             dispatch(
                 rev,
                 "run_ended",
-                RunEnded(
-                    run_id, RunOutcome.SUCCESS, result.attempts, candidate, index,
-                    _perf() - started, None,
+                _new(
+                    RunEnded,
+                    (run_id, RunOutcome.SUCCESS, result.attempts, candidate, index, _perf() - started, None),
                 ),
             )  # fmt: skip
         return result
