@@ -53,24 +53,36 @@ class Stack:
         return dict(get(f"{self.base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})))
 
 
+JOBS = ("model-fallback", "lock-storm")
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Prometheus scraping two simulators: `mixed` (every fault; exports traces so exemplars carry
+    trace ids) as job model-fallback, and `lock-storm` (the seed's story) as job lock-storm."""
     prometheus = require_tool("prometheus")
     tmp = tmp_path_factory.mktemp("prom")
-    sim_port, prom_port = free_port(), free_port()
+    ports = {job: free_port() for job in JOBS}
+    prom_port = free_port()
     receiver = _Receiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update(
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.server_address[1]}",
-        OTEL_METRICS_EXPORTER="none",
-        OTEL_SERVICE_NAME="e2e",
-    )
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "model_fallback", "simulate", "--scenario", "mixed", "--duration", "60",
-         "--metrics-port", str(sim_port), "--json", "--hold"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-    )  # fmt: skip
+    bare_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    traced_env = bare_env | {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_address[1]}",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_SERVICE_NAME": "e2e",
+    }
+    sims: dict[str, subprocess.Popen[bytes]] = {}
+    sim_logs = {job: open(tmp / f"{job}.log", "wb") for job in JOBS}  # noqa: SIM115 - closed in finally
+    for job, scenario, extra, env in (
+        ("model-fallback", "mixed", [], traced_env),
+        ("lock-storm", "lock-storm", ["--concurrency", "8", "--takeover-rate", "0.25"], bare_env),
+    ):
+        sims[job] = subprocess.Popen(
+            [sys.executable, "-m", "model_fallback", "simulate", "--scenario", scenario, "--duration", "60",
+             "--metrics-port", str(ports[job]), "--json", "--no-progress", "--hold", *extra],
+            stdout=sim_logs[job], stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
     (tmp / "rules.yml").write_text((ROOT / "dashboards" / "prometheus" / "rules.yml").read_text())
     (tmp / "prometheus.yml").write_text(
         yaml.safe_dump(
@@ -78,7 +90,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": ["rules.yml"],
                 "scrape_configs": [
-                    {"job_name": "model-fallback", "static_configs": [{"targets": [f"127.0.0.1:{sim_port}"]}]}
+                    {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                    for job, port in ports.items()
                 ],
             }
         )
@@ -94,22 +107,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                got = st.query('sum(model_fallback_runs_total{outcome="coordination_abort"})')
-                if got["data"]["result"] and float(got["data"]["result"][0]["value"][1]) > 0:
+                got = st.query('count by (job) (model_fallback_runs_total{outcome="coordination_abort"} > 0)')
+                if len(got["data"]["result"]) == len(JOBS):
                     break
             except OSError:
                 pass
             assert prom.poll() is None, (tmp / "prometheus.log").read_text()[-3000:]
-            assert sim.poll() is None, sim.stderr.read().decode() if sim.stderr else ""
+            for job, sim in sims.items():
+                assert sim.poll() is None, (tmp / f"{job}.log").read_text()[-3000:]
             time.sleep(1)
         time.sleep(20)  # enough samples for rates and for the recording rules
         yield st
     finally:
-        sim.send_signal(signal.SIGINT)
-        try:
-            sim.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            sim.kill()
+        for sim in sims.values():
+            sim.send_signal(signal.SIGINT)
+        for sim in sims.values():
+            try:
+                sim.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                sim.kill()
+                sim.wait()
+        for f in sim_logs.values():
+            f.close()
         prom.terminate()
         prom.wait(timeout=30)
         log.close()
@@ -177,7 +196,7 @@ def test_prometheus_evaluates_every_rule_without_error(stack: Stack) -> None:
     unhealthy = {n: (r["health"], r.get("lastError")) for n, r in loaded.items() if r["health"] != "ok"}
     assert not unhealthy
     targets = get(f"{stack.base}/api/v1/targets")["data"]["activeTargets"]
-    assert [t["health"] for t in targets] == ["up"]
+    assert sorted((t["labels"]["job"], t["health"]) for t in targets) == sorted((j, "up") for j in JOBS)
 
 
 def _exemplar_trace_ids(stack: Stack, series: str) -> set[str]:
@@ -206,3 +225,35 @@ def test_coordination_storm_is_not_a_provider_failure(stack: Stack) -> None:
         'model_fallback_attempts_total{outcome="provider_failure", reason=~"session_takeover|write_lock_timeout"}'
     )["data"]["result"]
     assert bad == []
+
+
+def _alerts(stack: Stack, job: str) -> dict[str, str]:
+    alerts = get(f"{stack.base}/api/v1/alerts")["data"]["alerts"]
+    return {a["labels"]["alertname"]: a["state"] for a in alerts if a["labels"].get("job") == job}
+
+
+def test_lock_storm_trips_the_takeover_alert_and_never_the_provider_alert(stack: Stack) -> None:
+    """The mission, on real data: Prometheus evaluating the generated rules over the lock-storm
+    simulator puts the takeover alert in pending/firing and never the provider-failure alert,
+    although the same attempts counted the naive way (coordination aborts as provider failures)
+    would put the primary far above the provider alert's threshold."""
+    states: dict[str, str] = {}
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        states = _alerts(stack, "lock-storm")
+        if "ModelFallbackSessionTakeoverRateHigh" in states:
+            break
+        time.sleep(1)
+    assert states.get("ModelFallbackSessionTakeoverRateHigh") in {"pending", "firing"}, states
+    assert "ModelFallbackProviderFailureRateHigh" not in states, states
+
+    sel = 'job="lock-storm", provider="openai", model="gpt-4o"'
+    naive = stack.query(
+        f'sum(rate(model_fallback_attempts_total{{{sel}, outcome=~"provider_failure|aborted|coordination_abort"}}[5m]))'
+        f' / sum(rate(model_fallback_attempts_total{{{sel}, outcome!~"skipped|cancelled"}}[5m]))'
+    )["data"]["result"]
+    true = stack.query(
+        f"job_provider_model:model_fallback_provider_failures_per_calls:ratio_rate5m{{{sel}}}"
+    )["data"]["result"]
+    naive_ratio, true_ratio = float(naive[0]["value"][1]), float(true[0]["value"][1])
+    assert true_ratio < 0.2 < naive_ratio, (true_ratio, naive_ratio)
