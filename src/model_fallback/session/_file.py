@@ -253,44 +253,15 @@ class HeldSession:
             after=after,
         )
 
-    @contextlib.asynccontextmanager
-    async def released_for_prompt(self) -> AsyncIterator[None]:
-        """Release the lock for the model call; on exit re-acquire it and verify the fence.
-
-        Raises:
-            SessionTakeoverError: the file changed, other than through this holder, while
-                released (or had changed earlier in this turn).
-            SessionWriteLockTimeoutError: the lock could not be re-acquired in time.
-
-        If the body raised, that error propagates, with the takeover or lock timeout
-        attached at the end of its ``__context__`` chain so that the classifier sees it.
-        """
-        self._check_poisoned()
-        if not self._lock.held:
-            raise RuntimeError("released_for_prompt() needs the lock: use it inside SessionFile.locked()")
-        self._fence = fingerprint(self.path)
-        self._lock.release()
-        body_error: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            body_error = exc
-        if body_error is not None and not isinstance(body_error, Exception):
-            # Cancellation: don't wait for the lock again; locked() sees it is not held.
-            self._fence = None
-            raise body_error
-        lost: SessionWriteLockTimeoutError | None = None
+    async def _restore(self) -> SessionTakeoverError | SessionWriteLockTimeoutError | None:
+        """Re-acquire the lock and compare the file with the fence; the coordination error
+        found (and now poisoning this session), or None."""
         try:
             await self._lock.acquire(reacquire=True)
         except SessionWriteLockTimeoutError as timeout:
-            lost = timeout
-        if lost is not None:
             self._fence = None
-            self._lost = lost
-            if body_error is not None:
-                _attach(body_error, lost)
-                raise body_error
-            raise lost
+            self._lost = timeout
+            return timeout
         started = time.time_ns()
         before = self._fence
         after = fingerprint(self.path)
@@ -305,11 +276,52 @@ class HeldSession:
         if takeover:
             assert before is not None
             self._poison(before, after)
-            assert self._takeover is not None
+            return self._takeover
+        return None
+
+    @contextlib.asynccontextmanager
+    async def released_for_prompt(self) -> AsyncIterator[None]:
+        """Release the lock for the model call; on exit re-acquire it and verify the fence.
+
+        Raises:
+            SessionTakeoverError: the file changed, other than through this holder, while
+                released (or had changed earlier in this turn).
+            SessionWriteLockTimeoutError: the lock could not be re-acquired in time.
+
+        If the body raised, that error propagates, with the takeover or lock timeout
+        attached at the end of its ``__context__`` chain so that the classifier sees it.
+
+        If the body was cancelled (task cancellation, or the driver's ``attempt_timeout``
+        cutting a hung model call), the cancellation propagates at once without waiting for
+        the lock; the fence stays pending and the next operation on this held session
+        verifies it first (the next attempt's ``released_for_prompt()`` re-acquires the lock
+        and compares; ``append`` compares under the lock before writing), so a timed-out
+        attempt neither breaks the fallback chain nor hides a takeover.
+        """
+        self._check_poisoned()
+        if not self._lock.held:
+            if self._fence is None:
+                raise RuntimeError("released_for_prompt() needs the lock: use it inside SessionFile.locked()")
+            # An earlier prompt was cancelled before it could re-acquire: verify it now.
+            pending = await self._restore()
+            if pending is not None:
+                raise pending
+        self._fence = fingerprint(self.path)
+        self._lock.release()
+        body_error: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            body_error = exc
+        if body_error is not None and not isinstance(body_error, Exception):
+            # Cancellation: don't wait for the lock now; the fence stays pending (see above).
+            raise body_error
+        problem = await self._restore()
+        if problem is not None:
             if body_error is not None:
-                _attach(body_error, self._takeover)
+                _attach(body_error, problem)
                 raise body_error
-            raise self._takeover
+            raise problem
         if body_error is not None:
             raise body_error
 

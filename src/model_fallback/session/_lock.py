@@ -290,7 +290,7 @@ class SessionWriteLock:
         t0 = time.monotonic()
         deadline = t0 + self.acquire_timeout
         delay = _POLL_FIRST
-        last_stuck_check = t0
+        last_stuck_check: float | None = None
         while True:
             fd = self._open()
             try:
@@ -312,7 +312,9 @@ class SessionWriteLock:
                 return
             os.close(fd)
             now = time.monotonic()
-            if now - last_stuck_check >= 1.0 or now == t0:
+            # Look for a stuck holder at the first refusal (a short acquire_timeout must
+            # still break a lock past stale_after), then once a second.
+            if last_stuck_check is None or now - last_stuck_check >= 1.0:
                 last_stuck_check = now
                 if self._break_if_stuck():
                     continue

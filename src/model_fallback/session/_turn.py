@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
+
+import anyio
 
 from model_fallback._model import Candidate
 from model_fallback.cooldown import CooldownTracker
@@ -13,6 +16,17 @@ from model_fallback.session._file import SessionFile
 __all__ = ["run_embedded_turn"]
 
 T = TypeVar("T")
+
+
+def _timeout(attempt_timeout: float | None) -> float | None:
+    if attempt_timeout is None:
+        return None
+    if isinstance(attempt_timeout, bool) or not isinstance(attempt_timeout, int | float):
+        raise TypeError("attempt_timeout must be a number of seconds or None")
+    t = float(attempt_timeout)
+    if math.isnan(t) or t <= 0:
+        raise ValueError(f"attempt_timeout must be positive, got {attempt_timeout!r}")
+    return None if math.isinf(t) else t
 
 
 def _default_reply(result: FallbackResult[Any]) -> dict[str, Any]:
@@ -48,6 +62,12 @@ async def run_embedded_turn(
     "All models failed" for a local condition. A takeover also poisons the held session:
     any later attempt or write in this turn raises it again.
 
+    ``attempt_timeout`` bounds the model call only, inside the release: a hung call is cut
+    with ``TimeoutError`` (a provider ``timeout``, the chain continues), and the lock is
+    still re-acquired and the fence verified before the next candidate — a takeover during
+    the hung call surfaces as the takeover. Waiting for the lock is bounded by the
+    session's ``lock_timeout``, never counted as a model timeout.
+
     Args:
         session: the transcript.
         user_entry: appended (as one JSON line) before the first model call.
@@ -63,12 +83,27 @@ async def run_embedded_turn(
     """
     if not isinstance(session, SessionFile):
         raise TypeError("session must be a SessionFile")
+    timeout = _timeout(attempt_timeout)
     async with session.locked() as held:
         await held.append(user_entry)
 
+        # The timeout goes around the model call, not around the whole attempt: the driver's
+        # own attempt_timeout would also cut the lock re-acquire, turning lock contention into
+        # "model timeouts" and leaving the fence unverified.
         async def attempt(candidate: Candidate) -> T:
+            cut: TimeoutError | None = None
             async with held.released_for_prompt():
-                return await run(candidate)
+                if timeout is None:
+                    return await run(candidate)
+                try:
+                    with anyio.fail_after(timeout):
+                        return await run(candidate)
+                except TimeoutError as exc:
+                    # Held back until the fence is verified: a takeover (or a lost lock)
+                    # during the hung call is raised as itself, not as a model timeout.
+                    cut = exc
+            assert cut is not None
+            raise cut
 
         result = await run_with_model_fallback(
             attempt,
@@ -76,7 +111,6 @@ async def run_embedded_turn(
             policy=policy,
             cooldowns=cooldowns,
             observers=observers,
-            attempt_timeout=attempt_timeout,
         )
         await held.append((reply_entry or _default_reply)(result))
         return result
