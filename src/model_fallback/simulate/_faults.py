@@ -2,7 +2,7 @@
 
 Faults are decided by a random generator seeded from ``(seed, session, turn, candidate)``,
 so a given seed produces the same provider outcomes whatever the scheduling; latency and
-hangs are real ``anyio.sleep`` calls cut by the driver's ``attempt_timeout``.
+hangs are real ``anyio.sleep`` calls, hangs cut by the turn's ``attempt_timeout``.
 
 The errors look like what provider SDKs raise (an HTTP status error with a ``response``
 carrying headers, an SDK-style ``APIConnectionError``, ...), and some of them carry an API
@@ -38,7 +38,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "rate_limit",  # 429 with Retry-After
     "overloaded",  # 503 "overloaded"
     "overloaded_529",  # 529
-    "hang",  # never answers: cut by attempt_timeout (a provider timeout)
+    "hang",  # never answers: cut by the turn's attempt_timeout (a provider timeout)
     "auth",  # 401 invalid key (the key appears in the message: redaction)
     "billing",  # 402 insufficient credits
     "context_overflow",  # 400 maximum context length
