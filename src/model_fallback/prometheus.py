@@ -42,7 +42,6 @@ from model_fallback.events import (
     FenceChecked,
     LockAcquired,
     LockTimedOut,
-    Observer,
     ObserverFailed,
     RunEnded,
     RunOutcome,
@@ -54,6 +53,7 @@ __all__ = ["PrometheusObserver"]
 
 try:  # exemplars need the OpenTelemetry API; without it there are simply none
     from opentelemetry import trace as _trace
+    from opentelemetry.context import get_current as _current_context
 except ImportError:  # pragma: no cover - exercised by the no-otel test matrix
     _trace = None  # type: ignore[assignment]
 
@@ -63,7 +63,9 @@ _SUCCESS = RunOutcome.SUCCESS
 
 
 def _exemplar() -> dict[str, str] | None:
-    if _trace is None:
+    # An empty context (no OTel in use, the common case without tracing) has no span: one
+    # context-variable read instead of the four calls of get_current_span().
+    if _trace is None or not _current_context():
         return None
     ctx = _trace.get_current_span().get_span_context()
     if not ctx.is_valid or not ctx.trace_flags.sampled:
@@ -204,8 +206,12 @@ def _series_for(registry: CollectorRegistry, namespace: str) -> _Series:
         return found
 
 
-class PrometheusObserver(Observer):
+class PrometheusObserver:
     """Observer that records the DESIGN §6 series with ``prometheus_client``.
+
+    It has every hook of :class:`~model_fallback.events.Observer` except ``attempt_started``
+    (nothing to record there); it does not inherit the base class so that the driver skips
+    that hook instead of calling a no-op.
 
     Args:
         registry: where to register (``None``: the global ``REGISTRY``).
@@ -235,6 +241,14 @@ class PrometheusObserver(Observer):
         self.max_label_pairs = max_label_pairs
         self._s = _series_for(self.registry, namespace)
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        self._last_chain: object = None
+        self._attempt_slots: dict[tuple[str, str, str, str], tuple[tuple[str, ...], list[Any]]] = {}
+        self._attempt_bounds = self._s.attempt_duration.bounds
+        # RunOutcome members are singletons: keyed by id(), a C-level hash.
+        self._run_slots: dict[int, tuple[tuple[str, ...], list[Any]]] = {}
+        self._run_bounds = self._s.run_duration.bounds
+        self._depth_bounds = self._s.fallback_depth.bounds
+        self._depth_slot = self._s.fallback_depth.data[()]
         for c in candidates:
             self._pair(c if isinstance(c, Candidate) else Candidate.parse(c))
 
@@ -260,38 +274,57 @@ class PrometheusObserver(Observer):
 
     def run_started(self, event: RunStarted) -> None:
         """Make sure the run's candidates have label sets."""
-        for c in event.candidates:
+        chain = event.candidates
+        if chain is self._last_chain:  # the driver reuses the tuple of a repeated chain
+            return
+        for c in chain:
             if (c.provider, c.model) not in self._pairs:
                 self._pair(c)
+        self._last_chain = chain
 
     def attempt_ended(self, event: AttemptEnded) -> None:
         """Count the attempt and observe its duration."""
         a = event.attempt
-        p, m = self._pair(a.candidate)
+        c = a.candidate
         outcome = _STR[id(a.outcome)]
-        if a.coordination_kind is not None:
-            reason = a.coordination_kind
+        kind = a.coordination_kind
+        if kind is not None:
+            reason = kind
         elif a.reason is not None:
             reason = _STR[id(a.reason)]
         else:
             reason = spec.REASON_NONE
+        found = self._attempt_slots.get((c.provider, c.model, outcome, reason))
+        if found is None:
+            found = self._attempt_slot(c, outcome, reason)
+        key, slot = found
         d = a.duration_s
+        i = bisect.bisect_left(self._attempt_bounds, d)
         labels = _exemplar()
         s = self._s
-        key = (p, m, outcome, reason)
-        hkey = (p, m, outcome)
         with s.lock:
-            values = s.attempts.values
-            values[key] = values.get(key, 0.0) + 1.0
-            h = s.attempt_duration
-            slot = h.data.get(hkey) or h.slot(hkey)
-            i = bisect.bisect_left(h.bounds, d)
+            s.attempts.values[key] += 1.0
             slot[0][i] += 1
             slot[1] += d
             if labels is not None:
                 now = time.time()
                 s.attempts.exemplars[key] = Exemplar(labels, 1.0, now)
                 slot[2][i] = Exemplar(labels, d, now)
+
+    def _attempt_slot(
+        self, c: Candidate, outcome: str, reason: str
+    ) -> tuple[tuple[str, ...], list[Any]]:
+        """The counter key and histogram slot of one attempt combination (made once)."""
+        p, m = self._pair(c)
+        key = (p, m, outcome, reason)
+        s = self._s
+        with s.lock:
+            s.attempts.values.setdefault(key, 0.0)
+            slot = s.attempt_duration.slot((p, m, outcome))
+        found = (key, slot)
+        if len(self._attempt_slots) < 50_000:
+            self._attempt_slots[(c.provider, c.model, outcome, reason)] = found
+        return found
 
     def candidate_skipped(self, event: CandidateSkipped) -> None:
         """Count the skip (as an attempt with outcome ``skipped`` and as a cooldown skip)."""
@@ -317,32 +350,41 @@ class PrometheusObserver(Observer):
 
     def run_ended(self, event: RunEnded) -> None:
         """Count the run by outcome; observe its duration and fallback depth."""
-        labels = _exemplar()
-        key = (_STR[id(event.outcome)],)
+        outcome = event.outcome
+        found = self._run_slots.get(id(outcome))
+        if found is None:
+            found = self._run_slot(outcome)
+        key, slot = found
         d = event.duration_s
+        i = bisect.bisect_left(self._run_bounds, d)
+        depth = event.fallback_depth if outcome is _SUCCESS else None
+        depth_i = bisect.bisect_left(self._depth_bounds, depth) if depth is not None else -1
+        labels = _exemplar()
         s = self._s
         with s.lock:
-            s.runs.values[key] = s.runs.values.get(key, 0.0) + 1.0
-            h = s.run_duration
-            slot = h.data.get(key) or h.slot(key)
-            i = bisect.bisect_left(h.bounds, d)
+            s.runs.values[key] += 1.0
             slot[0][i] += 1
             slot[1] += d
-            depth_i = -1
-            if event.outcome is _SUCCESS and event.fallback_depth is not None:
-                dh = s.fallback_depth
-                dslot = dh.data[()]
-                depth_i = bisect.bisect_left(dh.bounds, event.fallback_depth)
+            if depth is not None:
+                dslot = self._depth_slot
                 dslot[0][depth_i] += 1
-                dslot[1] += event.fallback_depth
+                dslot[1] += depth
             if labels is not None:
                 now = time.time()
                 s.runs.exemplars[key] = Exemplar(labels, 1.0, now)
                 slot[2][i] = Exemplar(labels, d, now)
-                if depth_i >= 0:
-                    s.fallback_depth.data[()][2][depth_i] = Exemplar(
-                        labels, float(event.fallback_depth or 0), now
-                    )
+                if depth is not None:
+                    self._depth_slot[2][depth_i] = Exemplar(labels, float(depth), now)
+
+    def _run_slot(self, outcome: RunOutcome) -> tuple[tuple[str, ...], list[Any]]:
+        """The counter key and duration slot of a run outcome (made once)."""
+        key = (str(outcome.value),)
+        s = self._s
+        with s.lock:
+            s.runs.values.setdefault(key, 0.0)
+            slot = s.run_duration.slot(key)
+        found = self._run_slots[id(outcome)] = (key, slot)
+        return found
 
     def _observe_wait(self, waited: float) -> None:
         h = self._s.lock_wait
