@@ -149,6 +149,8 @@ class OTelObserver(Observer):
         self._attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._span_names: dict[str, str] = {}
         self._run_labels: dict[str, dict[str, Any]] = {}
+        self._last_chain: object = None
+        self._last_names: list[str] = []
 
     # --- cached attribute dicts (the hot path allocates none the SDK does not need) ---
 
@@ -183,7 +185,10 @@ class OTelObserver(Observer):
         """Start the run span as a child of the caller's current span and make it current."""
         span = self._tracer.start_span(spec.SPAN_RUN, kind=SpanKind.INTERNAL)
         if span.is_recording():
-            span.set_attribute(A.CANDIDATES, [str(c) for c in event.candidates])
+            chain = event.candidates
+            if chain is not self._last_chain:  # the driver reuses the tuple of a repeated chain
+                self._last_chain, self._last_names = chain, [str(c) for c in chain]
+            span.set_attribute(A.CANDIDATES, self._last_names)
         token = otel_context.attach(trace.set_span_in_context(span))
         self._open[event.run_id] = _Run(span, token)
         if len(self._open) > _MAX_OPEN_RUNS:  # a run that never ended: don't grow forever
