@@ -1,0 +1,86 @@
+"""metrics_spec against the contract: DESIGN §6 is parsed, not copied, so neither can drift."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model_fallback import FailoverReason, Outcome
+from model_fallback import metrics_spec as spec
+from model_fallback.events import RunOutcome
+
+
+def _section(design: str, number: int) -> str:
+    start = design.index(f"\n## {number}.")
+    end = design.find("\n## ", start + 1)
+    return design[start : end if end > 0 else None]
+
+
+@pytest.fixture(scope="module")
+def telemetry_contract(shared_dir: Path) -> str:
+    return _section((shared_dir / "DESIGN.md").read_text(encoding="utf-8"), 6)
+
+
+def test_every_series_of_the_contract_with_its_type_and_labels(telemetry_contract: str) -> None:
+    """The §6 table and metrics_spec list the same series, types and label keys, in order."""
+    rows = re.findall(r"^\| `(model_fallback_\w+)` \| (counter|histogram) \| ([^|]*)\|", telemetry_contract, re.M)
+    assert len(rows) == 13, rows
+    contract = []
+    for name, kind, labels in rows:
+        # "kind (candidates left untried ...)", "(index of ...)", "—": keep the label words only.
+        keys = tuple(k.strip() for k in re.sub(r"\(.*?\)|—", "", labels).split(",") if k.strip())
+        contract.append((name, kind, keys))
+    assert [(m.prometheus, m.kind, m.labels) for m in spec.METRICS] == contract
+
+
+def test_otel_names_translate_to_the_prometheus_names() -> None:
+    """The standard translation rule (dots to underscores, ``s`` to ``_seconds``, braced units
+    dropped, ``_total`` on counters) maps every OTel instrument onto its series."""
+    for m in (*spec.METRICS, spec.GENAI_OPERATION_DURATION):
+        base = m.otel.replace(".", "_")
+        if m.unit == "s":
+            base += "_seconds"
+        else:
+            assert m.unit.startswith("{") and m.unit.endswith("}"), m
+        assert (base + "_total" if m.kind == "counter" else base) == m.prometheus, m
+        assert m.description.endswith("."), m
+
+
+def test_span_names_attributes_and_vocabulary(telemetry_contract: str) -> None:
+    """Every span name and attribute key the contract names is in the spec; values match the enums."""
+    names = set(re.findall(r"`((?:gen_ai|model_fallback|error)\.[\w.]+)`", telemetry_contract))
+    keys = {v for k, v in vars(spec.ATTRIBUTES).items() if k.isupper()}
+    spans = {spec.SPAN_RUN, spec.SPAN_LOCK_ACQUIRE, spec.SPAN_FENCE_VERIFY}
+    assert names - keys - spans == set()
+    assert "model_fallback.run" in names
+    assert set(spec.RUN_OUTCOMES) == {o.value for o in RunOutcome}
+    assert set(spec.ATTEMPT_OUTCOMES) == {o.value for o in Outcome}
+    assert spec.REASON_NONE not in {r.value for r in FailoverReason}
+    assert spec.GENAI_DURATION_BUCKETS[0] == 0.01 and spec.GENAI_DURATION_BUCKETS[-1] == 81.92
+    assert all(b == a * 2 for a, b in zip(spec.GENAI_DURATION_BUCKETS, spec.GENAI_DURATION_BUCKETS[1:], strict=False))
+    for m in spec.METRICS:
+        assert list(m.buckets) == sorted(set(m.buckets)) and (m.kind == "histogram") == bool(m.buckets), m
+
+
+def test_lookup_by_series_name() -> None:
+    """by_name resolves counters and histogram sample names, and rejects unknown ones."""
+    assert spec.by_name("model_fallback_attempts_total") is spec.ATTEMPTS
+    assert spec.by_name("model_fallback_attempt_duration_seconds_bucket") is spec.ATTEMPT_DURATION
+    assert spec.by_name("model_fallback_fallback_depth_count") is spec.FALLBACK_DEPTH
+    with pytest.raises(KeyError):
+        spec.by_name("model_fallback_attempts_total_bucket")
+
+
+def test_stdlib_only() -> None:
+    """Importing the spec loads neither OpenTelemetry nor prometheus_client (dashboards/rules read it)."""
+    code = (
+        "import sys, model_fallback.metrics_spec, model_fallback._redact\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('opentelemetry', 'prometheus_client'))\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
