@@ -43,10 +43,12 @@ from model_fallback.events import (
     AttemptStarted,
     CandidateSkipped,
     CoordinationAborted,
+    Hooks,
     RunEnded,
     RunOutcome,
     RunStarted,
-    dispatch,
+    fire,
+    hooks_for,
 )
 
 __all__ = [
@@ -231,16 +233,18 @@ async def run_with_model_fallback(
     if cooldowns is not None and not isinstance(cooldowns, CooldownTracker):
         raise TypeError("cooldowns must be a CooldownTracker or None")
     obs: tuple[object, ...] = tuple(observers) if observers else ()
+    # Hooks are resolved once per observers (cached); events nobody listens to are not built.
     # End hooks run in reverse order, like nested context managers unwinding: an observer
     # that made a span current in a start hook closes it after the observers listed after
     # it have seen the end (so they can still take exemplars from that span).
-    rev = obs[::-1]
+    h = hooks_for(obs) if obs else None
     run_id = 0
     started = 0.0
-    if obs:
+    if h is not None:
         run_id = next(_run_ids)
         started = _perf()
-        dispatch(obs, "run_started", _new(RunStarted, (run_id, chain, time.time_ns())))
+        if h.run_started:
+            fire(h.run_started, "run_started", _new(RunStarted, (run_id, chain, time.time_ns())), obs)
 
     attempts: list[Attempt] = []
     probed = False
@@ -259,16 +263,18 @@ async def run_with_model_fallback(
                 else:
                     skip = Attempt(candidate, index, Outcome.SKIPPED, entry.reason)
                     attempts.append(skip)
-                    if obs:
-                        dispatch(
-                            obs,
-                            "candidate_skipped",
-                            CandidateSkipped(run_id, skip, cooldowns.remaining(candidate)),
-                        )
+                    if h is not None and h.candidate_skipped:
+                        skipped = CandidateSkipped(run_id, skip, cooldowns.remaining(candidate))
+                        fire(h.candidate_skipped, "candidate_skipped", skipped, obs)
                     continue
 
-        if obs:
-            dispatch(obs, "attempt_started", _new(AttemptStarted, (run_id, candidate, index, probe)))
+        if h is not None and h.attempt_started:
+            fire(
+                h.attempt_started,
+                "attempt_started",
+                _new(AttemptStarted, (run_id, candidate, index, probe)),
+                obs,
+            )
         t0 = _perf()
         try:
             if timeout is None:
@@ -286,14 +292,12 @@ async def run_with_model_fallback(
                     info.status, info.code,
                 )  # fmt: skip
                 attempts.append(att)
-                if obs:
-                    dispatch(rev, "attempt_ended", _new(AttemptEnded, (run_id, att)))
-                    dispatch(
-                        obs,
-                        "coordination_aborted",
-                        CoordinationAborted(run_id, att, kind, n - index - 1),
-                    )
-                    _end(rev, run_id, RunOutcome.COORDINATION_ABORT, attempts, started, exc)
+                if h is not None:
+                    _ended(h, run_id, att)
+                    if h.coordination_aborted:
+                        aborted = CoordinationAborted(run_id, att, kind, n - index - 1)
+                        fire(h.coordination_aborted, "coordination_aborted", aborted, obs)
+                    _end(h, run_id, RunOutcome.COORDINATION_ABORT, attempts, started, exc)
                 raise
             reason = info.reason if info.reason is not None else FailoverReason.UNKNOWN
             att = _new(
@@ -310,24 +314,24 @@ async def run_with_model_fallback(
             if stop:
                 att = att._replace(outcome=Outcome.ABORTED)
                 attempts.append(att)
-                if obs:
-                    dispatch(rev, "attempt_ended", _new(AttemptEnded, (run_id, att)))
-                    _end(rev, run_id, RunOutcome.ABORTED, attempts, started, exc)
+                if h is not None:
+                    _ended(h, run_id, att)
+                    _end(h, run_id, RunOutcome.ABORTED, attempts, started, exc)
                 if policy_error is not None:
                     raise policy_error from exc
                 raise
             attempts.append(att)
             if cooldowns is not None and reason in COOLDOWN_REASONS:
                 cooldowns.record_failure(candidate, reason, exc)
-            if obs:
-                dispatch(rev, "attempt_ended", _new(AttemptEnded, (run_id, att)))
+            if h is not None:
+                _ended(h, run_id, att)
             continue
         except BaseException as exc:
             att = Attempt(candidate, index, Outcome.CANCELLED, None, None, exc, _perf() - t0)
             attempts.append(att)
-            if obs:
-                dispatch(rev, "attempt_ended", _new(AttemptEnded, (run_id, att)))
-                _end(rev, run_id, RunOutcome.CANCELLED, attempts, started, exc)
+            if h is not None:
+                _ended(h, run_id, att)
+                _end(h, run_id, RunOutcome.CANCELLED, attempts, started, exc)
             raise
 
         att = _new(Attempt, (candidate, index, _SUCCESS, None, None, None, _perf() - t0, None, None))
@@ -335,21 +339,19 @@ async def run_with_model_fallback(
         if cooldowns is not None:
             cooldowns.record_success(candidate)
         result = _new(FallbackResult, (value, candidate, tuple(attempts)))
-        if obs:
-            dispatch(rev, "attempt_ended", _new(AttemptEnded, (run_id, att)))
-            dispatch(
-                rev,
-                "run_ended",
-                _new(
+        if h is not None:
+            _ended(h, run_id, att)
+            if h.run_ended:
+                ended = _new(
                     RunEnded,
                     (run_id, RunOutcome.SUCCESS, result.attempts, candidate, index, _perf() - started, None),
-                ),
-            )  # fmt: skip
+                )
+                fire(h.run_ended, "run_ended", ended, h.observers)
         return result
 
     error = AllCandidatesFailedError.from_attempts(attempts, _failures(attempts))
-    if obs:
-        _end(rev, run_id, RunOutcome.EXHAUSTED, attempts, started, error)
+    if h is not None:
+        _end(h, run_id, RunOutcome.EXHAUSTED, attempts, started, error)
     raise error
 
 
@@ -372,16 +374,19 @@ def _failures(attempts: list[Attempt]) -> list[FailoverError]:
     return failures
 
 
+def _ended(h: Hooks, run_id: int, att: Attempt) -> None:
+    if h.attempt_ended:
+        fire(h.attempt_ended, "attempt_ended", _new(AttemptEnded, (run_id, att)), h.observers)
+
+
 def _end(
-    obs: Sequence[object],
+    h: Hooks,
     run_id: int,
     outcome: RunOutcome,
     attempts: list[Attempt],
     started: float,
     error: BaseException,
 ) -> None:
-    dispatch(
-        obs,
-        "run_ended",
-        RunEnded(run_id, outcome, tuple(attempts), None, None, _perf() - started, error),
-    )
+    if h.run_ended:
+        event = RunEnded(run_id, outcome, tuple(attempts), None, None, _perf() - started, error)
+        fire(h.run_ended, "run_ended", event, h.observers)

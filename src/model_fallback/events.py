@@ -36,6 +36,7 @@ __all__ = [
     "CandidateSkipped",
     "CoordinationAborted",
     "FenceChecked",
+    "Hooks",
     "LockAcquired",
     "LockTimedOut",
     "Observer",
@@ -47,6 +48,8 @@ __all__ = [
     "StaleLockReclaimed",
     "dispatch",
     "enable_observer",
+    "fire",
+    "hooks_for",
     "is_disabled",
     "telemetry_errors",
 ]
@@ -310,6 +313,7 @@ _guard = threading.Lock()
 # id -> observer: the strong reference keeps the id from being reused by a new object.
 _disabled: dict[int, object] = {}
 _errors: dict[str, int] = {}
+_generation = 0  # bumped whenever an observer is disabled or re-enabled
 
 
 def _component(observer: object) -> str:
@@ -329,8 +333,10 @@ def is_disabled(observer: object) -> bool:
 
 def enable_observer(observer: object) -> None:
     """Re-enable an observer that was disabled (mainly for tests)."""
+    global _generation
     with _guard:
         _disabled.pop(id(observer), None)
+        _generation += 1
 
 
 def telemetry_errors() -> dict[str, int]:
@@ -340,10 +346,12 @@ def telemetry_errors() -> dict[str, int]:
 
 
 def _fail(observer: object, hook: str, exc: Exception, observers: Iterable[object]) -> None:
+    global _generation
     component = _component(observer)
     with _guard:
         first = id(observer) not in _disabled
         _disabled[id(observer)] = observer
+        _generation += 1
         _errors[component] = _errors.get(component, 0) + 1
     if first:
         # The traceback is rendered and redacted here rather than passed as exc_info: the
@@ -378,6 +386,74 @@ def dispatch(observers: Sequence[object], hook: str, event: Any) -> None:
             fn = getattr(obs, hook, None)
             if fn is None:
                 continue
+            fn(event)
+        except Exception as exc:
+            _fail(obs, hook, exc, observers)
+
+
+# --- resolved hooks (the driver's hot path) ------------------------------------------------
+
+Pairs = tuple[tuple[object, Any], ...]
+
+
+class Hooks(NamedTuple):
+    """The bound hook methods of an observers tuple, resolved once and cached.
+
+    Each field holds ``(observer, method)`` pairs of the observers that implement that hook
+    (a hook inherited as a no-op from :class:`Observer` is left out, so the driver builds no
+    event nobody reads). End hooks (``attempt_ended``, ``run_ended``) are in reverse order.
+    """
+
+    observers: tuple[object, ...]
+    run_started: Pairs
+    attempt_started: Pairs
+    attempt_ended: Pairs
+    candidate_skipped: Pairs
+    coordination_aborted: Pairs
+    run_ended: Pairs
+
+
+_REVERSED = frozenset({"attempt_ended", "run_ended"})
+_hooks_cache: dict[tuple[int, ...], tuple[int, Hooks]] = {}
+
+
+def hooks_for(observers: tuple[object, ...]) -> Hooks:
+    """The resolved driver hooks of *observers* (cached by observer identity)."""
+    key = tuple(map(id, observers))
+    found = _hooks_cache.get(key)
+    if found is not None and found[0] == _generation:
+        return found[1]
+    generation = _generation
+    fields: dict[str, Pairs] = {}
+    for name in Hooks._fields[1:]:
+        base = getattr(Observer, name)
+        pairs = []
+        for obs in observers:
+            if id(obs) in _disabled:
+                continue
+            try:
+                fn = getattr(obs, name, None)
+            except Exception as exc:
+                _fail(obs, name, exc, observers)
+                continue
+            if fn is None or getattr(fn, "__func__", None) is base:
+                continue
+            pairs.append((obs, fn))
+        fields[name] = tuple(reversed(pairs)) if name in _REVERSED else tuple(pairs)
+    hooks = Hooks(observers, **fields)
+    if len(_hooks_cache) >= 256:
+        _hooks_cache.clear()
+    # The entry keeps the observers alive, so their ids cannot be reused while it exists.
+    _hooks_cache[key] = (generation, hooks)
+    return hooks
+
+
+def fire(pairs: Pairs, hook: str, event: Any, observers: tuple[object, ...]) -> None:
+    """Call the resolved *pairs* with *event*, isolating failures like :func:`dispatch`."""
+    for obs, fn in pairs:
+        if _disabled and id(obs) in _disabled:
+            continue
+        try:
             fn(event)
         except Exception as exc:
             _fail(obs, hook, exc, observers)
