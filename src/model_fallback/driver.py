@@ -135,7 +135,7 @@ def normalize_candidates(candidates: Iterable[Candidate | str]) -> tuple[Candida
         TypeError: for a bare string/Candidate instead of a sequence, or a wrong item type.
         ValueError: for an empty chain or a malformed ``"provider/model"``.
     """
-    if isinstance(candidates, str | Candidate):
+    if isinstance(candidates, (str, Candidate)):
         raise TypeError("candidates must be a sequence of Candidate or 'provider/model' strings")
     try:
         items = tuple(candidates)
@@ -164,11 +164,12 @@ def normalize_candidates(candidates: Iterable[Candidate | str]) -> tuple[Candida
             seen.add(key)
             out.append(c)
     chain = tuple(out)
-    globals()["_last_chain"] = (items, chain)
+    # The input is kept only if it is a tuple (immutable): a list may be mutated in place.
+    globals()["_last_chain"] = (items, chain, candidates if type(candidates) is tuple else None)
     return chain
 
 
-_last_chain: tuple[tuple[object, ...], tuple[Candidate, ...]] | None = None
+_last_chain: tuple[tuple[object, ...], tuple[Candidate, ...], object] | None = None
 
 
 def _validate_timeout(attempt_timeout: float | None) -> float | None:
@@ -224,7 +225,9 @@ async def run_with_model_fallback(
     """
     if not callable(run):
         raise TypeError("run must be an async callable taking a Candidate")
-    chain = normalize_candidates(candidates)
+    last = _last_chain
+    # The same chain object again (the common case): skip even the call to normalise it.
+    chain = last[1] if last is not None and last[2] is candidates else normalize_candidates(candidates)
     timeout = None if attempt_timeout is None else _validate_timeout(attempt_timeout)
     if policy is None:
         policy = _DEFAULT_POLICY
