@@ -685,3 +685,16 @@ async def test_api_keys_never_reach_metrics_or_logs(otel: Any, caplog: pytest.Lo
     for record in caplog.records:
         assert KEY not in record.getMessage()
         assert KEY not in (caplog.text or "")
+
+
+async def test_lock_wait_has_exemplars(otel: Any, tmp_path: Path) -> None:
+    """Session lock waits observed inside a traced turn carry the turn's trace id as exemplars."""
+    obs, exporter, _, _ = otel
+    reg = CollectorRegistry()
+    prom = PrometheusObserver(reg, candidates=CHAIN)
+    sf = SessionFile(tmp_path / "s.jsonl", lock_timeout=5, observers=[obs, prom])
+    await run_embedded_turn(sf, {"role": "user"}, script({}), CHAIN, observers=[obs, prom])
+    (run,) = spans_by_name(exporter)[spec.SPAN_RUN]
+    text = generate_openmetrics(reg).decode()
+    lines = [line for line in text.splitlines() if line.startswith("model_fallback_session_lock_wait_seconds_bucket") and "# {" in line]
+    assert any(format(run.context.trace_id, "032x") in line for line in lines)

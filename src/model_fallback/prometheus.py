@@ -386,24 +386,28 @@ class PrometheusObserver:
         found = self._run_slots[id(outcome)] = (key, slot)
         return found
 
-    def _observe_wait(self, waited: float) -> None:
+    def _observe_wait(self, waited: float, labels: dict[str, str] | None) -> None:
         h = self._s.lock_wait
         slot = h.data[()]
         i = bisect.bisect_left(h.bounds, waited)
         slot[0][i] += 1
         slot[1] += waited
+        if labels is not None:  # the lock-wait panel links to the turn's trace
+            slot[2][i] = Exemplar(labels, waited, time.time())
 
     def lock_acquired(self, event: LockAcquired) -> None:
         """Observe the lock wait."""
+        labels = _exemplar()
         with self._s.lock:
-            self._observe_wait(event.waited_s)
+            self._observe_wait(event.waited_s, labels)
 
     def lock_timed_out(self, event: LockTimedOut) -> None:
         """Observe the wait and count the timeout."""
-        ex = self._ex(1.0)
+        labels = _exemplar()
+        ex = Exemplar(labels, 1.0, time.time()) if labels is not None else None
         s = self._s
         with s.lock:
-            self._observe_wait(event.waited_s)
+            self._observe_wait(event.waited_s, labels)
             s.lock_timeouts.values[()] += 1.0
             if ex is not None:
                 s.lock_timeouts.exemplars[()] = ex
