@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -10,23 +9,12 @@ import anyio
 
 from model_fallback._model import Candidate
 from model_fallback.cooldown import CooldownTracker
-from model_fallback.driver import FallbackPolicy, FallbackResult, run_with_model_fallback
+from model_fallback.driver import FallbackPolicy, FallbackResult, _validate_timeout, run_with_model_fallback
 from model_fallback.session._file import SessionFile
 
 __all__ = ["run_embedded_turn"]
 
 T = TypeVar("T")
-
-
-def _timeout(attempt_timeout: float | None) -> float | None:
-    if attempt_timeout is None:
-        return None
-    if isinstance(attempt_timeout, bool) or not isinstance(attempt_timeout, int | float):
-        raise TypeError("attempt_timeout must be a number of seconds or None")
-    t = float(attempt_timeout)
-    if math.isnan(t) or t <= 0:
-        raise ValueError(f"attempt_timeout must be positive, got {attempt_timeout!r}")
-    return None if math.isinf(t) else t
 
 
 def _default_reply(result: FallbackResult[Any]) -> dict[str, Any]:
@@ -83,7 +71,7 @@ async def run_embedded_turn(
     """
     if not isinstance(session, SessionFile):
         raise TypeError("session must be a SessionFile")
-    timeout = _timeout(attempt_timeout)
+    timeout = _validate_timeout(attempt_timeout)
     async with session.locked() as held:
         await held.append(user_entry)
 
