@@ -698,3 +698,30 @@ async def test_lock_wait_has_exemplars(otel: Any, tmp_path: Path) -> None:
     text = generate_openmetrics(reg).decode()
     lines = [line for line in text.splitlines() if line.startswith("model_fallback_session_lock_wait_seconds_bucket") and "# {" in line]
     assert any(format(run.context.trace_id, "032x") in line for line in lines)
+
+
+def test_prometheus_without_opentelemetry() -> None:
+    """With OpenTelemetry absent, the Prometheus observer works (no exemplars) and so does the core."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['opentelemetry'] = None  # as if not installed\n"
+        "import anyio, model_fallback as mf\n"
+        "from prometheus_client import CollectorRegistry\n"
+        "from prometheus_client.openmetrics.exposition import generate_latest\n"
+        "from model_fallback.prometheus import PrometheusObserver\n"
+        "reg = CollectorRegistry(); obs = PrometheusObserver(reg)\n"
+        "async def run(c):\n"
+        "    if c.model == 'a':\n"
+        "        e = Exception('slow'); e.status = 429; raise e\n"
+        "    return 'ok'\n"
+        "r = anyio.run(lambda: mf.run_with_model_fallback(run, ['p/a', 'p/b'], observers=[obs]))\n"
+        "assert r.value == 'ok'\n"
+        "assert reg.get_sample_value('model_fallback_runs_total', {'outcome': 'success'}) == 1\n"
+        "assert '# {' not in generate_latest(reg).decode()\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

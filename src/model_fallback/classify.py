@@ -1021,9 +1021,7 @@ def analyze(err: object) -> Classification:
             pass
     try:
         return _analyze(err)
-    except Exception:
-        return _NOTHING
-    except RecursionError:  # pragma: no cover - the walk is iterative; belt and braces
+    except Exception:  # includes RecursionError from a pathological __str__
         return _NOTHING
 
 

@@ -54,7 +54,7 @@ __all__ = ["PrometheusObserver"]
 try:  # exemplars need the OpenTelemetry API; without it there are simply none
     from opentelemetry import trace as _trace
     from opentelemetry.context import get_current as _current_context
-except ImportError:  # pragma: no cover - exercised by the no-otel test matrix
+except ImportError:  # exercised by tests/test_telemetry.py::test_prometheus_without_opentelemetry
     _trace = None  # type: ignore[assignment]
 
 # Enum members hash in Python; their plain string values hash in C. Look them up by id().
