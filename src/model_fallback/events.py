@@ -25,7 +25,7 @@ import logging
 import threading
 import traceback
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from model_fallback._model import Attempt, Candidate
 from model_fallback._redact import redact
@@ -41,7 +41,6 @@ __all__ = [
     "LockTimedOut",
     "Observer",
     "ObserverFailed",
-    "ObserverLike",
     "RunEnded",
     "RunOutcome",
     "RunStarted",
@@ -258,10 +257,6 @@ class ObserverFailed(NamedTuple):
 
 
 # --- the protocol --------------------------------------------------------------------
-
-
-class ObserverLike(Protocol):
-    """Anything can be an observer; this Protocol only names the optional attribute."""
 
 
 class Observer:
