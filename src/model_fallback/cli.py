@@ -318,7 +318,7 @@ def _simulate(args: argparse.Namespace) -> int:
     stats = Stats(chain=config.candidates)
     interrupted = False
     progress = not args.no_progress and sys.stderr.isatty()
-    if (args.metrics_port and not args.json) or args.metrics_port:
+    if args.metrics_port:
         print(f"serving metrics at http://{args.metrics_addr}:{args.metrics_port}/metrics", file=sys.stderr)
     if args.dir is not None:
         args.dir.mkdir(parents=True, exist_ok=True)
