@@ -285,12 +285,13 @@ def format_report(report: dict[str, Any]) -> str:
         f"  provider calls                   {report['provider_calls']:>11}   "
         f"{report['provider_calls'] + naive['extra_provider_calls']:>11}"
     )
+    width = max([22, *(len(c) for c in report["provider_failure_rate"])])
     for cand in report["provider_failure_rate"]:
         ours = report["provider_failure_rate"][cand]
         theirs = naive["provider_failure_rate"][cand]
         o = f"{ours:.1%}" if ours is not None else "-"
         t = f"{theirs:.1%}" if theirs is not None else "-"
-        w(f"  failure rate {cand:<22} {o:>8}   {t:>11}")
+        w(f"  {'failure rate ' + cand:<{width + 13}}  {o:>{31 - width}}   {t:>11}")
     if naive["blamed"]:
         w("  models the naive driver's metrics would blame for local errors:")
         for cand, reasons in naive["blamed"].items():
