@@ -835,19 +835,6 @@ def _analyze(err: object) -> Classification:
     if err is None:
         return _NOTHING
     tp = type(err)
-    if (
-        _fast_types.get(tp)
-        and err.__cause__ is None  # type: ignore[attr-defined]
-        and not err.__dict__
-        and (err.__context__ is None or err.__suppress_context__)  # type: ignore[attr-defined]
-    ):
-        try:
-            fkey = (tp, 1, str(err))
-        except Exception:
-            return _walk(err)
-        hit = _leaf_cache.get(fkey)  # type: ignore[arg-type]
-        if hit is not None:
-            return hit
     # An error that *is* a coordination error wins whatever lies beneath it.
     kind = _type_coordination_kind(type(err))
     if kind:
@@ -867,35 +854,34 @@ def _analyze(err: object) -> Classification:
         # and its text alone: remember the answer, since providers repeat the same errors.
         consts = _class_constants(tp)
         if consts is not None and not getattr(err, "__dict__", True) and not (consts.keys() & _CHILD_SET):
-            try:
-                ckey = (tp, 1, _text_of(err, consts)) if _fast_type(tp) else (tp, None, _text_of(err, consts))
-                chit = _leaf_cache.get(ckey)  # type: ignore[arg-type]
-            except Exception:
-                return _walk(err)
-            if chit is None:
-                chit = _walk(err)
-                if len(_leaf_cache) >= _LEAF_CACHE_SIZE:
-                    _leaf_cache.clear()
-                _leaf_cache[ckey] = chit  # type: ignore[index]
-            return chit
+            # Fields are class constants: type and text say it all. analyze() probes the same
+            # (tp, 1, text) key for "fast" types before calling here.
+            return _leaf(err, lambda: (tp, 1 if _fast_type(tp) else None, _text_of(err, consts)))
         attrs = _attrs(err)
         if not (attrs.keys() & _CHILD_SET):
-            try:
-                key = (type(err), tuple(attrs.items()), _text_of(err, attrs))
-                hit = _leaf_cache.get(key)
-            except Exception:
-                return _walk(err)
-            if hit is None:
-                hit = _walk(err)
-                if len(_leaf_cache) >= _LEAF_CACHE_SIZE:
-                    _leaf_cache.clear()
-                _leaf_cache[key] = hit
-            return hit
+            return _leaf(err, lambda: (tp, tuple(attrs.items()), _text_of(err, attrs)))
     return _walk(err)
 
 
 _LEAF_CACHE_SIZE = 2048
-_leaf_cache: dict[tuple[type, tuple[tuple[str, Any], ...], str], Classification] = {}
+_leaf_cache: dict[tuple[type, Any, str], Classification] = {}
+
+
+def _leaf(err: object, make_key: Any) -> Classification:
+    """Classify a leaf error through the cache (the key is built lazily: it may raise)."""
+    try:
+        key = make_key()
+        hit = _leaf_cache.get(key)
+    except Exception:
+        return _walk(err)
+    if hit is None:
+        hit = _walk(err)
+        if len(_leaf_cache) >= _LEAF_CACHE_SIZE:
+            _leaf_cache.clear()
+        _leaf_cache[key] = hit
+    return hit
+
+
 _CHILD_SET = frozenset(_CHILD_ATTRS)
 
 
@@ -1014,7 +1000,7 @@ def analyze(err: object) -> Classification:
                 and not exc.__dict__
                 and (exc.__context__ is None or exc.__suppress_context__)
             ):
-                hit = _leaf_cache.get((tp, 1, str(exc)))  # type: ignore[arg-type]
+                hit = _leaf_cache.get((tp, 1, str(exc)))
                 if hit is not None:
                     return hit
         except Exception:

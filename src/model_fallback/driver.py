@@ -128,6 +128,9 @@ class FallbackResult(NamedTuple, Generic[T]):
         return self.attempts[-1].index > 0
 
 
+_last_chain: tuple[tuple[object, ...], tuple[Candidate, ...], object] | None = None
+
+
 def normalize_candidates(candidates: Iterable[Candidate | str]) -> tuple[Candidate, ...]:
     """Parse and de-duplicate a chain, keeping order.
 
@@ -135,6 +138,7 @@ def normalize_candidates(candidates: Iterable[Candidate | str]) -> tuple[Candida
         TypeError: for a bare string/Candidate instead of a sequence, or a wrong item type.
         ValueError: for an empty chain or a malformed ``"provider/model"``.
     """
+    global _last_chain
     if isinstance(candidates, (str, Candidate)):
         raise TypeError("candidates must be a sequence of Candidate or 'provider/model' strings")
     try:
@@ -165,11 +169,8 @@ def normalize_candidates(candidates: Iterable[Candidate | str]) -> tuple[Candida
             out.append(c)
     chain = tuple(out)
     # The input is kept only if it is a tuple (immutable): a list may be mutated in place.
-    globals()["_last_chain"] = (items, chain, candidates if type(candidates) is tuple else None)
+    _last_chain = (items, chain, candidates if type(candidates) is tuple else None)
     return chain
-
-
-_last_chain: tuple[tuple[object, ...], tuple[Candidate, ...], object] | None = None
 
 
 def _validate_timeout(attempt_timeout: float | None) -> float | None:

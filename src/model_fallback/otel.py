@@ -147,7 +147,6 @@ class OTelObserver(Observer):
         self._attempt_attrs: dict[tuple[str, str, str, str], tuple[dict[str, Any], ...]] = {}
         self._start_attrs: dict[tuple[str, str, int, bool], tuple[str, dict[str, Any]]] = {}
         self._attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._span_names: dict[str, str] = {}
         self._run_labels: dict[str, dict[str, Any]] = {}
         self._last_chain: object = None
         self._last_names: list[str] = []
@@ -170,14 +169,6 @@ class OTelObserver(Observer):
             if len(self._attrs) < 50_000:
                 self._attrs[key] = found
         return found
-
-    def _span_name(self, model: str) -> str:
-        name = self._span_names.get(model)
-        if name is None:
-            name = f"{self.operation} {model}"
-            if len(self._span_names) < 10_000:
-                self._span_names[model] = name
-        return name
 
     # --- driver hooks --------------------------------------------------------------
 
