@@ -47,6 +47,10 @@ def fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
         st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return Fingerprint(False)
+    return _fingerprint_of(st)
+
+
+def _fingerprint_of(st: os.stat_result) -> Fingerprint:
     return Fingerprint(True, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -76,7 +80,7 @@ def _encode(entry: Mapping[str, Any]) -> bytes:
 def _append_line(path: Path, line: bytes, fsync: bool) -> Fingerprint:
     """Append one complete line; the caller holds the session lock."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise SessionLockPathError(
@@ -85,21 +89,18 @@ def _append_line(path: Path, line: bytes, fsync: bool) -> Fingerprint:
         raise
     try:
         size = os.fstat(fd).st_size
-        if size:
-            # A writer that died mid-line left a torn tail: start on a fresh line so that the
-            # fragment stays a (reported) invalid line and our entry stays whole.
-            with open(path, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    line = b"\n" + line
+        # A writer that died mid-line left a torn tail: start on a fresh line so that the
+        # fragment stays a (reported) invalid line and our entry stays whole. (pread on the
+        # same descriptor: no second open per append.)
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
         view = memoryview(line)
         while view:
             n = os.write(fd, view)
             view = view[n:]
         if fsync:
             os.fsync(fd)
-        st = os.fstat(fd)
-        return Fingerprint(True, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return _fingerprint_of(os.fstat(fd))
     finally:
         os.close(fd)
 
