@@ -143,7 +143,7 @@ class SessionWriteLock:
         """Whether this object holds the lock now."""
         return self._fd is not None
 
-    def _open(self) -> int:
+    def _open(self) -> tuple[int, os.stat_result]:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(self.lock_path, flags, 0o644)
@@ -170,9 +170,9 @@ class SessionWriteLock:
             raise SessionLockPathError(
                 errno.EINVAL, f"session lock path is not a regular file: {self.lock_path}"
             )
-        return fd
+        return fd, st
 
-    def _try_lock(self, fd: int) -> bool:
+    def _try_lock(self, fd: int, mine: os.stat_result) -> bool:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -188,7 +188,6 @@ class SessionWriteLock:
         except FileNotFoundError:
             fcntl.flock(fd, fcntl.LOCK_UN)
             return False
-        mine = os.fstat(fd)
         if (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
             fcntl.flock(fd, fcntl.LOCK_UN)
             return False
@@ -292,9 +291,9 @@ class SessionWriteLock:
         delay = _POLL_FIRST
         last_stuck_check: float | None = None
         while True:
-            fd = self._open()
+            fd, opened = self._open()
             try:
-                locked = self._try_lock(fd)
+                locked = self._try_lock(fd, opened)
                 if locked:
                     self._claim(fd)
             except BaseException:
