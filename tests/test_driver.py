@@ -473,3 +473,64 @@ async def test_a_raising_policy_stops_the_run_with_its_error() -> None:
     assert len(run.calls) == 1
     ended = next(e for name, e in rec.seen if name == "run_ended")
     assert ended.outcome is ev.RunOutcome.ABORTED and ended.attempts[0].outcome is Outcome.ABORTED
+
+
+class _Provider429(Exception):
+    status_code = 429
+
+
+class _Provider503(Exception):
+    status_code = 503
+
+
+async def assert_errors_freed_without_gc(observers: tuple[object, ...] = ()) -> None:
+    """Every outcome's errors are freed by reference counting alone once the caller lets go.
+
+    Each caught error's traceback references the driver's frame, which outlives the run; a
+    frame local holding the errors would make a reference cycle per fallback (garbage for
+    the cyclic collector, and memory held until it runs).
+    """
+    import gc
+    import weakref
+
+    def scripted(errors: list[Exception]) -> Callable[[Candidate], Awaitable[str]]:
+        async def run(c: Candidate) -> str:
+            if errors:
+                raise errors.pop(0)
+            return "ok"
+
+        return run
+
+    class _ContextOverflow(Exception):
+        status_code = 400
+
+    scenarios: list[tuple[str, list[Exception], type[Exception] | None]] = [
+        ("success after 429 and 503", [_Provider429("slow down"), _Provider503("overloaded")], None),
+        ("exhausted", [_Provider429("a"), _Provider503("b"), _Provider429("c")], AllCandidatesFailedError),
+        ("coordination abort", [_Provider429("a"), mf.SessionWriteLockTimeoutError("lock")],
+         mf.SessionWriteLockTimeoutError),
+        ("aborted by stop_on", [_ContextOverflow("maximum context length is 8192 tokens")], _ContextOverflow),
+    ]  # fmt: skip
+    gc.collect()
+    gc.disable()
+    try:
+        for name, errors, raised in scenarios:
+            refs = [weakref.ref(e) for e in errors]
+            run = scripted(errors)
+            del errors
+            if raised is None:
+                result = await run_with_model_fallback(run, CHAIN, observers=observers)
+                assert result.value == "ok"
+                del result
+            else:
+                with pytest.raises(raised) as info:
+                    await run_with_model_fallback(run, CHAIN, observers=observers)
+                del info
+            alive = [r() for r in refs if r() is not None]
+            assert not alive, f"{name}: {alive!r} outlive the run (a reference cycle)"
+    finally:
+        gc.enable()
+
+
+async def test_a_run_leaves_no_reference_cycles() -> None:
+    await assert_errors_freed_without_gc()

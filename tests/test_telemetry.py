@@ -725,3 +725,14 @@ def test_prometheus_without_opentelemetry() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+async def test_observed_runs_leave_no_reference_cycles(
+    otel: tuple[OTelObserver, InMemorySpanExporter, InMemoryMetricReader, TracerProvider],
+) -> None:
+    """With both observers (spans exported in memory), errors are freed by refcounting alone."""
+    from .test_driver import assert_errors_freed_without_gc
+
+    prom = PrometheusObserver(CollectorRegistry(), candidates=CHAIN)
+    await assert_errors_freed_without_gc((otel[0], prom))
+    assert otel[1].get_finished_spans()  # the spans were really recorded

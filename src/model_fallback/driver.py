@@ -291,17 +291,13 @@ async def run_with_model_fallback(
             info = analyze(exc)
             kind = info.coordination_kind
             if kind is not None:
-                att = Attempt(
-                    candidate, index, Outcome.COORDINATION_ABORT, None, kind, exc, elapsed,
-                    info.status, info.code,
+                attempts.append(
+                    Attempt(
+                        candidate, index, Outcome.COORDINATION_ABORT, None, kind, exc, elapsed,
+                        info.status, info.code,
+                    )
                 )  # fmt: skip
-                attempts.append(att)
-                if h is not None:
-                    _ended(h, run_id, att)
-                    if h.coordination_aborted:
-                        aborted = CoordinationAborted(run_id, att, kind, n - index - 1)
-                        fire(h.coordination_aborted, "coordination_aborted", aborted, obs)
-                    _end(h, run_id, RunOutcome.COORDINATION_ABORT, attempts, started, exc)
+                _stopped(h, run_id, RunOutcome.COORDINATION_ABORT, attempts, started, exc, n - index - 1)
                 raise
             reason = info.reason if info.reason is not None else FailoverReason.UNKNOWN
             att = _new(
@@ -316,11 +312,9 @@ async def run_with_model_fallback(
                 except Exception as veto_error:  # a broken policy stops the run, loudly
                     stop, policy_error = True, veto_error
             if stop:
-                att = att._replace(outcome=Outcome.ABORTED)
-                attempts.append(att)
-                if h is not None:
-                    _ended(h, run_id, att)
-                    _end(h, run_id, RunOutcome.ABORTED, attempts, started, exc)
+                attempts.append(att._replace(outcome=Outcome.ABORTED))
+                del att
+                _stopped(h, run_id, RunOutcome.ABORTED, attempts, started, exc, 0)
                 if policy_error is not None:
                     raise policy_error from exc
                 raise
@@ -329,34 +323,78 @@ async def run_with_model_fallback(
                 cooldowns.record_failure(candidate, reason, exc)
             if h is not None:
                 _ended(h, run_id, att)
+            del att  # holds the error: see the return below
             continue
         except BaseException as exc:
-            att = Attempt(candidate, index, Outcome.CANCELLED, None, None, exc, _perf() - t0)
-            attempts.append(att)
-            if h is not None:
-                _ended(h, run_id, att)
-                _end(h, run_id, RunOutcome.CANCELLED, attempts, started, exc)
+            attempts.append(Attempt(candidate, index, Outcome.CANCELLED, None, None, exc, _perf() - t0))
+            _stopped(h, run_id, RunOutcome.CANCELLED, attempts, started, exc, 0)
             raise
 
         att = _new(Attempt, (candidate, index, _SUCCESS, None, None, None, _perf() - t0, None, None))
         attempts.append(att)
         if cooldowns is not None:
             cooldowns.record_success(candidate)
-        result = _new(FallbackResult, (value, candidate, tuple(attempts)))
-        if h is not None:
-            _ended(h, run_id, att)
-            if h.run_ended:
-                ended = _new(
-                    RunEnded,
-                    (run_id, RunOutcome.SUCCESS, result.attempts, candidate, index, _perf() - started, None),
-                )
-                fire(h.run_ended, "run_ended", ended, h.observers)
-        return result
+        # Each caught error's traceback references this frame, which outlives the run: were a
+        # local of this frame to hold those errors (the list, the result), every fallback would
+        # leave a reference cycle for the garbage collector. The helpers build what is returned
+        # or raised and empty the list.
+        return _succeeded(h, run_id, value, candidate, index, att, attempts, started)
 
-    error = AllCandidatesFailedError.from_attempts(attempts, _failures(attempts))
+    raise _exhausted(h, run_id, attempts, started)
+
+
+def _succeeded(
+    h: Hooks | None,
+    run_id: int,
+    value: T,
+    candidate: Candidate,
+    index: int,
+    att: Attempt,
+    attempts: list[Attempt],
+    started: float,
+) -> FallbackResult[T]:
+    result: FallbackResult[T] = _new(FallbackResult, (value, candidate, tuple(attempts)))
+    attempts.clear()  # see the caller: the driver's frame must not keep the errors
+    if h is not None:
+        _ended(h, run_id, att)
+        if h.run_ended:
+            ended = _new(
+                RunEnded,
+                (run_id, RunOutcome.SUCCESS, result.attempts, candidate, index, _perf() - started, None),
+            )
+            fire(h.run_ended, "run_ended", ended, h.observers)
+    return result
+
+
+def _stopped(
+    h: Hooks | None,
+    run_id: int,
+    outcome: RunOutcome,
+    attempts: list[Attempt],
+    started: float,
+    exc: BaseException,
+    left: int,
+) -> None:
+    """Report a run that stops on an error raised as is; empty the driver's list."""
+    if h is not None:
+        att = attempts[-1]
+        _ended(h, run_id, att)
+        if outcome is RunOutcome.COORDINATION_ABORT and h.coordination_aborted:
+            aborted = CoordinationAborted(run_id, att, att.coordination_kind or "", left)
+            fire(h.coordination_aborted, "coordination_aborted", aborted, h.observers)
+        _end(h, run_id, outcome, attempts, started, exc)
+    attempts.clear()
+
+
+def _exhausted(
+    h: Hooks | None, run_id: int, attempts: list[Attempt], started: float
+) -> AllCandidatesFailedError:
+    """The error of a run where every candidate failed or was skipped (reported)."""
+    error = AllCandidatesFailedError.from_attempts(tuple(attempts), _failures(attempts))
     if h is not None:
         _end(h, run_id, RunOutcome.EXHAUSTED, attempts, started, error)
-    raise error
+    attempts.clear()
+    return error
 
 
 def _failures(attempts: list[Attempt]) -> list[FailoverError]:
