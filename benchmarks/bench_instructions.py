@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-HARNESS = '''
+HARNESS = """
 import asyncio, sys
 sys.path.insert(0, {bench!r})
 import bench_overhead as b
@@ -49,7 +49,7 @@ async def main():
         await fn()
 
 asyncio.run(main())
-'''
+"""
 
 
 def count(harness: Path, which: str, n: int, tmp: Path) -> int:

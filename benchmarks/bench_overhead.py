@@ -45,7 +45,9 @@ class OverloadedError(Exception):
     status_code = 503
 
 
-CHAIN = [mf.Candidate.parse(c) for c in ("openai/gpt-4o", "anthropic/claude-sonnet-4", "google/gemini-2.5-pro")]
+CHAIN = [
+    mf.Candidate.parse(c) for c in ("openai/gpt-4o", "anthropic/claude-sonnet-4", "google/gemini-2.5-pro")
+]
 
 
 async def run(c: mf.Candidate) -> str:
@@ -63,7 +65,9 @@ class NoopExporter(SpanExporter):
 
 def sdk() -> tuple[TracerProvider, MeterProvider]:
     tp = TracerProvider()
-    tp.add_span_processor(BatchSpanProcessor(NoopExporter(), max_queue_size=1 << 16, max_export_batch_size=4096))
+    tp.add_span_processor(
+        BatchSpanProcessor(NoopExporter(), max_queue_size=1 << 16, max_export_batch_size=4096)
+    )
     mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
     return tp, mp
 
@@ -82,16 +86,28 @@ def floor_fn(tp: TracerProvider, mp: MeterProvider) -> Callable[[], Awaitable[st
     tracer = tp.get_tracer("floor")
     meter = mp.get_meter("floor")
     attempts = meter.create_counter(spec.ATTEMPTS.otel)
-    attempt_h = meter.create_histogram(spec.ATTEMPT_DURATION.otel, explicit_bucket_boundaries_advisory=list(spec.GENAI_DURATION_BUCKETS))
-    genai = meter.create_histogram("gen_ai.client.operation.duration", explicit_bucket_boundaries_advisory=list(spec.GENAI_DURATION_BUCKETS))
+    attempt_h = meter.create_histogram(
+        spec.ATTEMPT_DURATION.otel, explicit_bucket_boundaries_advisory=list(spec.GENAI_DURATION_BUCKETS)
+    )
+    genai = meter.create_histogram(
+        "gen_ai.client.operation.duration",
+        explicit_bucket_boundaries_advisory=list(spec.GENAI_DURATION_BUCKETS),
+    )
     runs = meter.create_counter(spec.RUNS.otel)
-    run_h = meter.create_histogram(spec.RUN_DURATION.otel, explicit_bucket_boundaries_advisory=list(spec.GENAI_DURATION_BUCKETS))
+    run_h = meter.create_histogram(
+        spec.RUN_DURATION.otel, explicit_bucket_boundaries_advisory=list(spec.GENAI_DURATION_BUCKETS)
+    )
     depth = meter.create_histogram(spec.FALLBACK_DEPTH.otel)
     span_attrs = [{"gen_ai.operation.name": "chat", "gen_ai.provider.name": c.provider, "gen_ai.request.model": c.model,
                    "model_fallback.attempt.index": i} for i, c in enumerate(CHAIN)]  # fmt: skip
     fail_attrs = [{"provider": c.provider, "model": c.model, "outcome": "provider_failure", "reason": r}
                   for c, r in zip(CHAIN, ("rate_limit", "overloaded", "none"), strict=True)]  # fmt: skip
-    ok_attrs = {"provider": CHAIN[2].provider, "model": CHAIN[2].model, "outcome": "success", "reason": "none"}
+    ok_attrs = {
+        "provider": CHAIN[2].provider,
+        "model": CHAIN[2].model,
+        "outcome": "success",
+        "reason": "none",
+    }
     dur_fail = [{"provider": c.provider, "model": c.model, "outcome": "provider_failure"} for c in CHAIN]
     dur_ok = {"provider": CHAIN[2].provider, "model": CHAIN[2].model, "outcome": "success"}
     genai_attrs = [{**span_attrs[i], "error.type": r} for i, r in ((0, "rate_limit"), (1, "overloaded"))]
@@ -160,8 +176,14 @@ async def main_async(number: int) -> None:
         ("driver, no observers", lambda: mf.run_with_model_fallback(run, CHAIN)),
         ("driver + Prometheus", lambda: mf.run_with_model_fallback(run, CHAIN, observers=(prom,))),
         ("SDK floor (same spans + metrics, no driver)", floor),
-        ("driver + OTel (SDK, batch, no-op exporter)", lambda: mf.run_with_model_fallback(run, CHAIN, observers=(otel,))),
-        ("driver + OTel + Prometheus", lambda: mf.run_with_model_fallback(run, CHAIN, observers=(otel2, prom2))),
+        (
+            "driver + OTel (SDK, batch, no-op exporter)",
+            lambda: mf.run_with_model_fallback(run, CHAIN, observers=(otel,)),
+        ),
+        (
+            "driver + OTel + Prometheus",
+            lambda: mf.run_with_model_fallback(run, CHAIN, observers=(otel2, prom2)),
+        ),
     ]
     # Interleave the rows (best of 7 rounds each) so that background work — the batch span
     # processor's export thread, the garbage collector — weighs on every row alike.

@@ -63,7 +63,9 @@ def _sdk() -> tuple[Any, Any]:
 
 
 def ours() -> list[Row]:
-    chain = [mf.Candidate.parse(x) for x in ("openai/gpt-4o", "anthropic/claude-sonnet-4", "google/gemini-2.5-pro")]
+    chain = [
+        mf.Candidate.parse(x) for x in ("openai/gpt-4o", "anthropic/claude-sonnet-4", "google/gemini-2.5-pro")
+    ]
 
     async def run(c: mf.Candidate) -> str:
         if c.provider == "openai":
@@ -91,7 +93,9 @@ def ours() -> list[Row]:
         return rows
     tp, mp = _sdk()
     otel = (OTelObserver(tracer_provider=tp, meter_provider=mp),)
-    rows.append(("model-fallback + OTel observer", lambda: mf.run_with_model_fallback(run, chain, observers=otel)))
+    rows.append(
+        ("model-fallback + OTel observer", lambda: mf.run_with_model_fallback(run, chain, observers=otel))
+    )
     return rows
 
 
@@ -172,9 +176,13 @@ async def main_async(number: int) -> None:
     peers_plain = [v for k, v in by.items() if k in ("pydantic-ai FallbackModel", "LangChain with_fallbacks")]
     peers_instr = [v for k, v in by.items() if k == "pydantic-ai FallbackModel + instrumentation"]
     if ours_plain and peers_plain:
-        print(f"\nuninstrumented: fastest peer / model-fallback = {min(peers_plain) / ours_plain:.1f}x (target >= 40x)")
+        print(
+            f"\nuninstrumented: fastest peer / model-fallback = {min(peers_plain) / ours_plain:.1f}x (target >= 40x)"
+        )
     if ours_otel and peers_instr:
-        print(f"instrumented:   fastest peer / model-fallback = {min(peers_instr) / ours_otel:.1f}x (target >= 5x)")
+        print(
+            f"instrumented:   fastest peer / model-fallback = {min(peers_instr) / ours_otel:.1f}x (target >= 5x)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,8 +71,10 @@ def main() -> int:
         p.wait()
     wall = time.perf_counter() - t0
     lines = len(contended.read_text().splitlines())
-    print(f"\ncontended: 4 processes x 300 locked appends = {lines} lines in {wall:.2f} s "
-          f"({lines / wall:.0f} appends/s, including interpreter start-up)")
+    print(
+        f"\ncontended: 4 processes x 300 locked appends = {lines} lines in {wall:.2f} s "
+        f"({lines / wall:.0f} appends/s, including interpreter start-up)"
+    )
 
     print("\nfingerprint (one lstat) vs file size        µs/call    × bare os.stat")
     for size, label in ((1 << 10, "1 KB"), (1 << 20, "1 MB"), (1 << 30, "1 GB sparse")):
@@ -95,7 +97,9 @@ def main() -> int:
                 await held.append({"role": "assistant", "content": "hello"})
         return (time.perf_counter() - t0) / n * 1e6
 
-    print(f"\nlock + append + release-for-prompt + re-acquire/verify + append: {anyio.run(turn_cost):.1f} µs per turn")
+    print(
+        f"\nlock + append + release-for-prompt + re-acquire/verify + append: {anyio.run(turn_cost):.1f} µs per turn"
+    )
     return 0
 
 

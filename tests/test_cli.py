@@ -97,7 +97,9 @@ def _report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 def test_lock_storm_reports_both_kinds_and_the_naive_misattribution() -> None:
     """The seed's story: coordination aborts of both kinds, none counted as a provider
     failure, and a naive column that blames the models."""
-    proc = simulate("--scenario", "lock-storm", "--duration", "10", "--json", "--metrics-port", "0", timeout=180)
+    proc = simulate(
+        "--scenario", "lock-storm", "--duration", "10", "--json", "--metrics-port", "0", timeout=180
+    )
     assert proc.returncode == 0, proc.stderr
     r = _report(proc)
     for key in ("runs", "attempts", "coordination_aborts", "fallbacks_avoided", "naive"):
@@ -142,7 +144,11 @@ def test_same_seed_same_outcomes(tmp_path: Path) -> None:
         lines1 = [json.loads(x) for x in (d1 / f0.name).read_text().splitlines() if x.strip()]
         n = min(len(lines0), len(lines1)) - 2  # the last turn may have been cut at the end
         for a, b in zip(lines0[:n], lines1[:n], strict=True):
-            assert (a.get("role"), a.get("model"), a.get("turn")) == (b.get("role"), b.get("model"), b.get("turn"))
+            assert (a.get("role"), a.get("model"), a.get("turn")) == (
+                b.get("role"),
+                b.get("model"),
+                b.get("turn"),
+            )
             compared += 1
     assert compared > 50
 

@@ -167,8 +167,6 @@ async def test_single_candidate_exhaustion() -> None:
         await run_with_model_fallback(Script({"b": http_error(500)}), ["a/b"])
 
 
-
-
 async def test_duplicates_dropped() -> None:
     """Duplicates are dropped and order is kept."""
     run = Script({"x": http_error(500), "y": http_error(500)})
@@ -423,7 +421,9 @@ class Boom(ev.Observer):
         raise RuntimeError("observer bug")
 
 
-async def test_raising_observer_is_disabled_logged_once_and_reported(caplog: pytest.LogCaptureFixture) -> None:
+async def test_raising_observer_is_disabled_logged_once_and_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """An observer that raises is disabled for good, logged once, counted; the run is unchanged."""
     boom, rec = Boom(), Recorder()
     before = ev.telemetry_errors().get("boom", 0)
@@ -468,7 +468,9 @@ async def test_a_raising_policy_stops_the_run_with_its_error() -> None:
         raise LookupError("policy bug")
 
     with pytest.raises(LookupError, match="policy bug") as info:
-        await run_with_model_fallback(run, CHAIN, policy=FallbackPolicy(should_fallback=broken), observers=[rec])
+        await run_with_model_fallback(
+            run, CHAIN, policy=FallbackPolicy(should_fallback=broken), observers=[rec]
+        )
     assert info.value.__cause__ is original
     assert len(run.calls) == 1
     ended = next(e for name, e in rec.seen if name == "run_ended")

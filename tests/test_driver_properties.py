@@ -18,7 +18,18 @@ from model_fallback import (
 )
 from model_fallback.cooldown import COOLDOWN_REASONS
 
-BEHAVIOURS = ["ok", "429", "503", "401", "unknown", "overflow", "lock", "takeover", "wrapped-lock", "429-over-lock"]
+BEHAVIOURS = [
+    "ok",
+    "429",
+    "503",
+    "401",
+    "unknown",
+    "overflow",
+    "lock",
+    "takeover",
+    "wrapped-lock",
+    "429-over-lock",
+]
 
 
 def _raise(kind: str) -> None:

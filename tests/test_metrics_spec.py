@@ -27,7 +27,9 @@ def telemetry_contract(shared_dir: Path) -> str:
 
 def test_every_series_of_the_contract_with_its_type_and_labels(telemetry_contract: str) -> None:
     """The §6 table and metrics_spec list the same series, types and label keys, in order."""
-    rows = re.findall(r"^\| `(model_fallback_\w+)` \| (counter|histogram) \| ([^|]*)\|", telemetry_contract, re.M)
+    rows = re.findall(
+        r"^\| `(model_fallback_\w+)` \| (counter|histogram) \| ([^|]*)\|", telemetry_contract, re.M
+    )
     assert len(rows) == 13, rows
     contract = []
     for name, kind, labels in rows:
@@ -61,7 +63,9 @@ def test_span_names_attributes_and_vocabulary(telemetry_contract: str) -> None:
     assert set(spec.ATTEMPT_OUTCOMES) == {o.value for o in Outcome}
     assert spec.REASON_NONE not in {r.value for r in FailoverReason}
     assert spec.GENAI_DURATION_BUCKETS[0] == 0.01 and spec.GENAI_DURATION_BUCKETS[-1] == 81.92
-    assert all(b == a * 2 for a, b in zip(spec.GENAI_DURATION_BUCKETS, spec.GENAI_DURATION_BUCKETS[1:], strict=False))
+    assert all(
+        b == a * 2 for a, b in zip(spec.GENAI_DURATION_BUCKETS, spec.GENAI_DURATION_BUCKETS[1:], strict=False)
+    )
     for m in spec.METRICS:
         assert list(m.buckets) == sorted(set(m.buckets)) and (m.kind == "histogram") == bool(m.buckets), m
 

@@ -27,7 +27,9 @@ from model_fallback.session import (
 
 pytestmark = pytest.mark.anyio
 
-PREAMBLE = "import anyio, json, os, sys, time\nfrom model_fallback.session import SessionFile, SessionWriteLock\n"
+PREAMBLE = (
+    "import anyio, json, os, sys, time\nfrom model_fallback.session import SessionFile, SessionWriteLock\n"
+)
 
 
 HOLDER = """
@@ -375,7 +377,9 @@ async def test_embedded_turn_stops_on_a_mid_prompt_change(tmp_path: Path) -> Non
         return "reply"
 
     with pytest.raises(mf.SessionTakeoverError) as info:
-        await run_embedded_turn(sf, {"role": "user", "content": "hi"}, run, ["openai/gpt-4o", "anthropic/claude", "google/gemini"])
+        await run_embedded_turn(
+            sf, {"role": "user", "content": "hi"}, run, ["openai/gpt-4o", "anthropic/claude", "google/gemini"]
+        )
     assert [str(c) for c in calls] == ["openai/gpt-4o"]
     assert "All models failed" not in str(info.value)
     entries = await sf.read()
@@ -394,12 +398,19 @@ async def test_embedded_turn_happy_path_and_fallback(tmp_path: Path) -> None:
             raise e
         return f"hello from {c}"
 
-    result = await run_embedded_turn(sf, {"role": "user", "content": "hi"}, run, ["openai/gpt-4o", "anthropic/claude"])
+    result = await run_embedded_turn(
+        sf, {"role": "user", "content": "hi"}, run, ["openai/gpt-4o", "anthropic/claude"]
+    )
     assert result.fallback_depth == 1
     entries = await sf.read()
     assert entries == [
         {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "hello from anthropic/claude", "model": "anthropic/claude", "fallback_depth": 1},
+        {
+            "role": "assistant",
+            "content": "hello from anthropic/claude",
+            "model": "anthropic/claude",
+            "fallback_depth": 1,
+        },
     ]
 
 

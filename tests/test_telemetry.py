@@ -95,7 +95,9 @@ def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
 async def test_429_then_success_spans(otel: Any) -> None:
     """One run span and two CLIENT attempt spans 'chat <model>', the first ERROR rate_limit."""
     obs, exporter, _, _ = otel
-    await mf.run_with_model_fallback(script({"gpt-4o": http_error(429, "Too Many Requests")}), CHAIN, observers=[obs])
+    await mf.run_with_model_fallback(
+        script({"gpt-4o": http_error(429, "Too Many Requests")}), CHAIN, observers=[obs]
+    )
     spans = spans_by_name(exporter)
     (run,) = spans[spec.SPAN_RUN]
     (a1,) = spans["chat gpt-4o"]
@@ -126,7 +128,9 @@ async def test_takeover_spans(otel: Any) -> None:
     """A takeover: the attempt span is not ERROR (outcome coordination_abort, kind); the run span is ERROR."""
     obs, exporter, _, _ = otel
     with pytest.raises(mf.SessionTakeoverError):
-        await mf.run_with_model_fallback(script({"gpt-4o": mf.SessionTakeoverError(path="s")}), CHAIN, observers=[obs])
+        await mf.run_with_model_fallback(
+            script({"gpt-4o": mf.SessionTakeoverError(path="s")}), CHAIN, observers=[obs]
+        )
     spans = spans_by_name(exporter)
     (run,) = spans[spec.SPAN_RUN]
     (a1,) = spans["chat gpt-4o"]
@@ -220,7 +224,9 @@ async def test_session_spans(otel: Any, tmp_path: Path) -> None:
     acquires = spans[spec.SPAN_LOCK_ACQUIRE]
     assert all(s.kind is SpanKind.INTERNAL for s in acquires) and len(acquires) >= 2
     (fence,) = spans[spec.SPAN_FENCE_VERIFY]
-    assert fence.status.status_code is StatusCode.ERROR and fence.attributes["model_fallback.session.takeover"]
+    assert (
+        fence.status.status_code is StatusCode.ERROR and fence.attributes["model_fallback.session.takeover"]
+    )
     (attempt,) = spans["chat gpt-4o"]
     assert fence.parent.span_id == attempt.context.span_id
     assert attempt.status.status_code is not StatusCode.ERROR
@@ -235,8 +241,28 @@ async def test_otel_metrics_and_bucket_advice(otel: Any) -> None:
     await mf.run_with_model_fallback(script({"gpt-4o": http_error(429, "slow")}), CHAIN, observers=[obs])
     pts = points(reader)
     attempts = {tuple(sorted(p.attributes.items())): p.value for p in pts[spec.ATTEMPTS.otel]}
-    assert attempts[(("model", "gpt-4o"), ("outcome", "provider_failure"), ("provider", "openai"), ("reason", "rate_limit"))] == 1
-    assert attempts[(("model", "claude-sonnet-4"), ("outcome", "success"), ("provider", "anthropic"), ("reason", "none"))] == 1
+    assert (
+        attempts[
+            (
+                ("model", "gpt-4o"),
+                ("outcome", "provider_failure"),
+                ("provider", "openai"),
+                ("reason", "rate_limit"),
+            )
+        ]
+        == 1
+    )
+    assert (
+        attempts[
+            (
+                ("model", "claude-sonnet-4"),
+                ("outcome", "success"),
+                ("provider", "anthropic"),
+                ("reason", "none"),
+            )
+        ]
+        == 1
+    )
     (dur,) = [p for p in pts[spec.ATTEMPT_DURATION.otel] if p.attributes["model"] == "gpt-4o"]
     assert tuple(dur.explicit_bounds) == spec.GENAI_DURATION_BUCKETS
     genai = pts["gen_ai.client.operation.duration"]
@@ -300,7 +326,9 @@ def test_cardinality_is_capped() -> None:
         a = mf.Attempt(mf.Candidate("p", f"model-{i}"), 0, mf.Outcome.PROVIDER_FAILURE, mf.FailoverReason.RATE_LIMIT,
                        duration_s=0.01)  # fmt: skip
         obs.attempt_ended(ev.AttemptEnded(i, a))
-    models = {s.labels["model"] for m in reg.collect() if m.name == "model_fallback_attempts" for s in m.samples}
+    models = {
+        s.labels["model"] for m in reg.collect() if m.name == "model_fallback_attempts" for s in m.samples
+    }
     assert len(models) <= 51 and spec.OTHER in models
     total = sum(
         s.value for m in reg.collect() if m.name == "model_fallback_attempts" for s in m.samples
@@ -314,7 +342,9 @@ async def test_exemplars_carry_the_trace_id(otel: Any) -> None:
     obs, exporter, _, _ = otel
     reg = CollectorRegistry()
     prom = PrometheusObserver(reg, candidates=CHAIN)
-    await mf.run_with_model_fallback(script({"gpt-4o": http_error(429, "slow")}), CHAIN, observers=[obs, prom])
+    await mf.run_with_model_fallback(
+        script({"gpt-4o": http_error(429, "slow")}), CHAIN, observers=[obs, prom]
+    )
     (run,) = spans_by_name(exporter)[spec.SPAN_RUN]
     trace_id = format(run.context.trace_id, "032x")
     text = generate_openmetrics(reg).decode()
@@ -336,7 +366,9 @@ def test_promtool_finds_no_problem_in_the_exposition(tmp_path: Path) -> None:
         await mf.run_with_model_fallback(script({"gpt-4o": http_error(429, "slow")}), CHAIN, observers=[obs])
 
     anyio.run(go)
-    proc = subprocess.run([promtool, "check", "metrics"], input=generate_latest(reg), capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [promtool, "check", "metrics"], input=generate_latest(reg), capture_output=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == b"" and proc.stderr.strip() == b""
 
@@ -356,7 +388,9 @@ def test_otel_path_translates_to_the_same_families_and_labels() -> None:
     observers = [OTelObserver(meter_provider=mp), PrometheusObserver(native_reg, candidates=CHAIN)]
 
     async def workload() -> None:
-        await mf.run_with_model_fallback(script({"gpt-4o": http_error(429, "slow")}), CHAIN, observers=observers)
+        await mf.run_with_model_fallback(
+            script({"gpt-4o": http_error(429, "slow")}), CHAIN, observers=observers
+        )
         with pytest.raises(mf.SessionWriteLockTimeoutError):
             await mf.run_with_model_fallback(script({"gpt-4o": mf.SessionWriteLockTimeoutError()}), CHAIN,
                                              observers=observers)  # fmt: skip
@@ -378,13 +412,21 @@ def test_otel_path_translates_to_the_same_families_and_labels() -> None:
             for s in fam.samples:
                 if not s.name.startswith("model_fallback_") or s.name.endswith("_created"):
                     continue
-                keys = set(s.labels) - {"le", "otel_scope_name", "otel_scope_version", "otel_scope_schema_url"}
+                keys = set(s.labels) - {
+                    "le",
+                    "otel_scope_name",
+                    "otel_scope_version",
+                    "otel_scope_schema_url",
+                }
                 out.setdefault(s.name, set()).update(keys)
         return out
 
     native, via_otel = families(native_reg), families(otel_reg)
     expected = {m.prometheus for m in spec.METRICS if m.kind == "counter"} | {
-        f"{m.prometheus}{suffix}" for m in spec.METRICS if m.kind == "histogram" for suffix in ("_bucket", "_sum", "_count")
+        f"{m.prometheus}{suffix}"
+        for m in spec.METRICS
+        if m.kind == "histogram"
+        for suffix in ("_bucket", "_sum", "_count")
     }
     assert set(native) == expected
     assert set(via_otel) == expected
@@ -412,7 +454,9 @@ def test_otel_path_translates_to_the_same_families_and_labels() -> None:
 def test_redaction(message: str) -> None:
     """API keys and bearer tokens never survive redaction; text is capped."""
     out = redact(message)
-    for secret in re.findall(r"sk-[\w-]{8,}|AIza[\w-]{20,}|eyJ[\w.-]{20,}|abcd1234efgh5678|s3cr3t-v4lue-123|[0-9a-f]{40}", message):
+    for secret in re.findall(
+        r"sk-[\w-]{8,}|AIza[\w-]{20,}|eyJ[\w.-]{20,}|abcd1234efgh5678|s3cr3t-v4lue-123|[0-9a-f]{40}", message
+    ):
         assert secret not in out
     assert "[REDACTED]" in out
     assert len(redact("x" * 10_000)) <= 512
@@ -423,7 +467,9 @@ async def test_secrets_never_reach_exported_spans(otel: Any) -> None:
     obs, exporter, _, _ = otel
     err = http_error(401, f"Incorrect API key provided: {KEY}. (Authorization: Bearer {KEY})")
     with pytest.raises(mf.AllCandidatesFailedError):
-        await mf.run_with_model_fallback(script({m.split("/")[1]: err for m in CHAIN}), CHAIN, observers=[obs])
+        await mf.run_with_model_fallback(
+            script({m.split("/")[1]: err for m in CHAIN}), CHAIN, observers=[obs]
+        )
     for s in exporter.get_finished_spans():
         blob = repr(s.to_json())
         assert KEY not in blob
@@ -436,6 +482,7 @@ class Exploding(ev.Observer):
 
     def __getattribute__(self, name: str) -> Any:
         if name.startswith(("run_", "attempt_", "candidate_", "coordination_")):
+
             def boom(_e: Any) -> None:
                 raise RuntimeError("exporter bug")
 
@@ -451,7 +498,9 @@ async def test_raising_observer_is_counted_in_prometheus() -> None:
     bad = Exploding()
     results = []
     for _ in range(3):
-        r = await mf.run_with_model_fallback(script({"gpt-4o": http_error(429, "x")}), CHAIN, observers=[bad, prom])
+        r = await mf.run_with_model_fallback(
+            script({"gpt-4o": http_error(429, "x")}), CHAIN, observers=[bad, prom]
+        )
         results.append((r.value, r.candidate))
     assert results == [("ok anthropic/claude-sonnet-4", mf.Candidate.parse(CHAIN[1]))] * 3
     assert reg.get_sample_value("model_fallback_telemetry_errors_total", {"component": "exploding"}) == 1
@@ -508,7 +557,13 @@ def test_otlp_http_export_reaches_a_real_receiver(monkeypatch: pytest.MonkeyPatc
 
         anyio.run(go)
         handle.shutdown()
-        spans = [s for req in server.requests for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        spans = [
+            s
+            for req in server.requests
+            for rs in req.resource_spans
+            for ss in rs.scope_spans
+            for s in ss.spans
+        ]
         names = sorted(s.name for s in spans)
         assert names == ["chat claude-sonnet-4", "chat gpt-4o", spec.SPAN_RUN]
         attempt = next(s for s in spans if s.name == "chat gpt-4o")
@@ -532,7 +587,9 @@ def test_unreachable_otlp_endpoint_changes_nothing() -> None:
         out = []
         t0 = time.perf_counter()
         for _ in range(1000):
-            r = await mf.run_with_model_fallback(script({"gpt-4o": http_error(429, "x")}), CHAIN, observers=observers)
+            r = await mf.run_with_model_fallback(
+                script({"gpt-4o": http_error(429, "x")}), CHAIN, observers=observers
+            )
             out.append(str(r.candidate))
         return time.perf_counter() - t0, out
 
@@ -540,7 +597,9 @@ def test_unreachable_otlp_endpoint_changes_nothing() -> None:
 
     def observer(endpoint: str) -> tuple[OTelObserver, TracerProvider]:
         tp = TracerProvider()
-        tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=2), schedule_delay_millis=50))
+        tp.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=2), schedule_delay_millis=50)
+        )
         return OTelObserver(tracer_provider=tp), tp
 
     with socket_closed_port() as dead:
@@ -636,7 +695,9 @@ def test_hanging_otlp_endpoint_changes_nothing() -> None:
         t_hung, r_hung = anyio.run(measure, observers)
         assert r_hung == r_plain == [CHAIN[1]] * 1000
         assert hung.conns, "the exporter never even tried"
-        print(f"\n1000 runs: no telemetry {t_plain * 1000:.0f} ms, OTel to a hung collector {t_hung * 1000:.0f} ms")
+        print(
+            f"\n1000 runs: no telemetry {t_plain * 1000:.0f} ms, OTel to a hung collector {t_hung * 1000:.0f} ms"
+        )
         assert t_hung < 30  # 1000 runs, each far below the exporter's 2 s timeout: no per-run blocking
         t0 = time.perf_counter()
         tp.shutdown()
@@ -679,7 +740,9 @@ async def test_api_keys_never_reach_metrics_or_logs(otel: Any, caplog: pytest.Lo
 
     err = http_error(401, f"Incorrect API key provided: {KEY} (Authorization: Bearer {KEY})")
     with caplog.at_level("DEBUG"):
-        await mf.run_with_model_fallback(script({"gpt-4o": err}), CHAIN, observers=[obs, prom, LeakyObserver()])
+        await mf.run_with_model_fallback(
+            script({"gpt-4o": err}), CHAIN, observers=[obs, prom, LeakyObserver()]
+        )
     assert KEY not in generate_latest(reg).decode()
     assert KEY not in generate_openmetrics(reg).decode()
     for record in caplog.records:
@@ -696,7 +759,11 @@ async def test_lock_wait_has_exemplars(otel: Any, tmp_path: Path) -> None:
     await run_embedded_turn(sf, {"role": "user"}, script({}), CHAIN, observers=[obs, prom])
     (run,) = spans_by_name(exporter)[spec.SPAN_RUN]
     text = generate_openmetrics(reg).decode()
-    lines = [line for line in text.splitlines() if line.startswith("model_fallback_session_lock_wait_seconds_bucket") and "# {" in line]
+    lines = [
+        line
+        for line in text.splitlines()
+        if line.startswith("model_fallback_session_lock_wait_seconds_bucket") and "# {" in line
+    ]
     assert any(format(run.context.trace_id, "032x") in line for line in lines)
 
 

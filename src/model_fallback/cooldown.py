@@ -238,9 +238,7 @@ class CooldownTracker:
         """Whether *candidate* is cooling down now."""
         return self.remaining(candidate) > 0
 
-    def record_failure(
-        self, candidate: Candidate, reason: FailoverReason, error: object = None
-    ) -> float:
+    def record_failure(self, candidate: Candidate, reason: FailoverReason, error: object = None) -> float:
         """Start (or extend) a cooldown after a provider failure; return its length.
 
         Reasons outside :data:`COOLDOWN_REASONS` start nothing and return 0.

@@ -311,9 +311,7 @@ class PrometheusObserver:
                 s.attempts.exemplars[key] = Exemplar(labels, 1.0, now)
                 slot[2][i] = Exemplar(labels, d, now)
 
-    def _attempt_slot(
-        self, c: Candidate, outcome: str, reason: str
-    ) -> tuple[tuple[str, ...], list[Any]]:
+    def _attempt_slot(self, c: Candidate, outcome: str, reason: str) -> tuple[tuple[str, ...], list[Any]]:
         """The counter key and histogram slot of one attempt combination (made once)."""
         p, m = self._pair(c)
         key = (p, m, outcome, reason)

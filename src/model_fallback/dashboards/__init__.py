@@ -430,7 +430,13 @@ def rules_yaml(runbook_base: str = RUNBOOK_BASE) -> str:
             appended (the README's ``Runbook: <Alert>`` headings have these anchors).
     """
     alerts = [
-        {**a, "annotations": {**a["annotations"], "runbook_url": runbook_base + a["annotations"]["runbook_url"]}}
+        {
+            **a,
+            "annotations": {
+                **a["annotations"],
+                "runbook_url": runbook_base + a["annotations"]["runbook_url"],
+            },
+        }
         for a in ALERTS
     ]
     doc = {
