@@ -97,7 +97,9 @@ def floor_fn(tp: TracerProvider, mp: MeterProvider) -> Callable[[], Awaitable[st
     run_h = meter.create_histogram(
         spec.RUN_DURATION.otel, explicit_bucket_boundaries_advisory=list(spec.GENAI_DURATION_BUCKETS)
     )
-    depth = meter.create_histogram(spec.FALLBACK_DEPTH.otel)
+    depth = meter.create_histogram(
+        spec.FALLBACK_DEPTH.otel, explicit_bucket_boundaries_advisory=list(spec.FALLBACK_DEPTH.buckets)
+    )
     span_attrs = [{"gen_ai.operation.name": "chat", "gen_ai.provider.name": c.provider, "gen_ai.request.model": c.model,
                    "model_fallback.attempt.index": i} for i, c in enumerate(CHAIN)]  # fmt: skip
     fail_attrs = [{"provider": c.provider, "model": c.model, "outcome": "provider_failure", "reason": r}
@@ -110,8 +112,10 @@ def floor_fn(tp: TracerProvider, mp: MeterProvider) -> Callable[[], Awaitable[st
     }
     dur_fail = [{"provider": c.provider, "model": c.model, "outcome": "provider_failure"} for c in CHAIN]
     dur_ok = {"provider": CHAIN[2].provider, "model": CHAIN[2].model, "outcome": "success"}
-    genai_attrs = [{**span_attrs[i], "error.type": r} for i, r in ((0, "rate_limit"), (1, "overloaded"))]
-    genai_ok = dict(span_attrs[2])
+    # gen_ai.client.operation.duration carries the GenAI keys without the attempt index.
+    genai_base = [{k: v for k, v in a.items() if k != "model_fallback.attempt.index"} for a in span_attrs]
+    genai_attrs = [{**genai_base[i], "error.type": r} for i, r in ((0, "rate_limit"), (1, "overloaded"))]
+    genai_ok = genai_base[2]
     run_attrs = {"outcome": "success"}
     candidates = [str(c) for c in CHAIN]
 
@@ -152,7 +156,7 @@ def floor_fn(tp: TracerProvider, mp: MeterProvider) -> Callable[[], Awaitable[st
                 depth.record(i)
                 run_span.set_attributes({"model_fallback.outcome": "success", "model_fallback.attempt_count": 3,
                                          "model_fallback.fallback_depth": i, "model_fallback.served.provider": c.provider,
-                                         "model_fallback.served.model": c.model})  # fmt: skip
+                                         "model_fallback.served.model": c.model, "gen_ai.response.model": c.model})  # fmt: skip
                 return value
             raise RuntimeError("all failed")
         finally:
