@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -83,3 +84,71 @@ async def test_young_live_holder_is_not_broken(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait(timeout=10)
+
+
+TRY_ONCE = textwrap.dedent(
+    """
+    import anyio, sys
+    import model_fallback as mf
+    from model_fallback.session import SessionWriteLock
+    async def main(path):
+        lock = SessionWriteLock(path, acquire_timeout=0, stale_after=0)
+        try:
+            await lock.acquire()
+        except mf.SessionWriteLockTimeoutError:
+            print("refused", flush=True)
+            return
+        print("held", flush=True)
+        sys.stdin.read()  # hold until the test closes our stdin
+        lock.release()
+    anyio.run(main, sys.argv[1])
+    """
+)
+
+
+async def test_breaking_a_lock_never_unlinks_one_claimed_after_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window between a breaker's re-check and its unlink: the stuck holder releases right
+    there and another process tries to take the lock. That process must be refused (it claims
+    under a shared lock on the break file, which the breaker holds exclusively), so that after
+    the unlink the breaker is the only holder, never two holders on two inodes."""
+    path = tmp_path / "s.jsonl"
+    stuck = SessionWriteLock(path)
+    await stuck.acquire()
+    # Age the holder's metadata: it is now a live holder past stale_after.
+    meta = json.loads(stuck.lock_path.read_bytes())
+    stuck.lock_path.write_text(json.dumps({**meta, "created_at": meta["created_at"] - 3600}))
+
+    breaker = SessionWriteLock(path, acquire_timeout=5, stale_after=60)
+    other: list[subprocess.Popen[str]] = []
+    said: list[str] = []
+    calls = 0
+    original_owner = SessionWriteLock._owner
+
+    def owner_then_race(self: SessionWriteLock) -> tuple[int | None, bool | None, float | None]:
+        nonlocal calls
+        found = original_owner(self)
+        if self is breaker:
+            calls += 1
+            if calls == 2:  # the re-check under the break lock, just before the unlink
+                stuck.release()
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", TRY_ONCE, str(path)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                )  # fmt: skip
+                other.append(proc)
+                assert proc.stdout is not None
+                said.append(proc.stdout.readline().strip())
+        return found
+
+    monkeypatch.setattr(SessionWriteLock, "_owner", owner_then_race)
+    try:
+        await breaker.acquire()
+        assert breaker.held and calls >= 2
+        assert said == ["refused"], "a process claimed the lock the breaker then unlinked"
+        assert breaker.reclaims == 1
+    finally:
+        breaker.release()
+        for proc in other:
+            proc.communicate(input="", timeout=10)

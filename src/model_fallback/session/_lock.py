@@ -11,9 +11,12 @@ blocks anyone. The holder writes its metadata (pid, process start time, host,
 created_at) into the lock file and clears it on release; an acquirer that finds metadata
 of a dead (or recycled) pid knows it is taking over from a crashed holder and reports a
 stale-lock reclaim with that reason. ``stale_after`` only bounds a *live* holder that is
-stuck: past it, a waiter breaks the lock by unlinking the lock file (under a short break
-lock, after re-checking inode and age), so new acquirers lock a fresh inode while the stuck
-holder keeps a lock on a file nobody else uses any more.
+stuck: past it, a waiter breaks the lock by unlinking the lock file (under an exclusive
+``flock`` on ``<session>.lock.break``, after re-checking the holder's age), so new acquirers
+lock a fresh inode while the stuck holder keeps a lock on a file nobody else uses any more.
+Every acquirer takes and claims the lock under a *shared* ``flock`` on that break file, so a
+breaker's check-then-unlink cannot interleave with a new holder's claim: the breaker never
+unlinks a lock that someone took after its check.
 """
 
 from __future__ import annotations
@@ -44,6 +47,19 @@ _log = logging.getLogger("model_fallback.session")
 _HOST = socket.gethostname()
 _POLL_FIRST = 0.002
 _POLL_MAX = 0.05
+
+
+def _flock_nb(fd: int, op: int) -> bool:
+    """``flock(op | LOCK_NB)``: True if taken, False if someone else holds a conflicting lock."""
+    try:
+        fcntl.flock(fd, op | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
 
 
 class SessionLockPathError(OSError):
@@ -132,6 +148,7 @@ class SessionWriteLock:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
         self.path = Path(path)
         self.lock_path = Path(f"{self.path}.lock")
+        self.break_path = Path(f"{self.path}.lock.break")
         self.acquire_timeout = float(acquire_timeout)
         self.stale_after = float(stale_after)
         self.observers = tuple(observers)
@@ -172,15 +189,37 @@ class SessionWriteLock:
             )
         return fd, st
 
-    def _try_lock(self, fd: int, mine: os.stat_result) -> bool:
+    def _open_break(self) -> int | None:
+        """The break file's descriptor, or None when it cannot be opened.
+
+        Without it this acquirer cannot fence breakers out; but a breaker needs the same
+        file to break anything, and it lives in the lock's own directory.
+        """
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            return os.open(self.break_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError:
+            return None
+
+    def _lock_and_claim(self, fd: int, mine: os.stat_result, bfd: int | None) -> bool:
+        """One attempt: lock and claim under a shared lock on the break file (see module doc)."""
+        if bfd is not None:
+            if not _flock_nb(bfd, fcntl.LOCK_SH):
+                return False  # a breaker is between its check and its unlink: next round
+            try:
+                if not self._try_lock(fd, mine):
+                    return False
+                self._claim(fd)
+                return True
+            finally:
+                fcntl.flock(bfd, fcntl.LOCK_UN)
+        if not self._try_lock(fd, mine):
             return False
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise
+        self._claim(fd)
+        return True
+
+    def _try_lock(self, fd: int, mine: os.stat_result) -> bool:
+        if not _flock_nb(fd, fcntl.LOCK_EX):
+            return False
         # The lock file may have been broken (unlinked) while we waited: then we hold a
         # lock on an orphan inode, which excludes nobody. Check it is still the one.
         try:
@@ -248,24 +287,19 @@ class SessionWriteLock:
         created = meta.get("created_at")
         return pid, alive, float(created) if isinstance(created, int | float) else None
 
-    def _break_if_stuck(self) -> bool:
+    def _break_if_stuck(self, bfd: int | None) -> bool:
         """Break the lock of a live holder older than stale_after. True if broken."""
-        if self.stale_after <= 0 or math.isinf(self.stale_after):
+        if bfd is None or self.stale_after <= 0 or math.isinf(self.stale_after):
             return False
         _pid, alive, created = self._owner()
         if created is None or time.time() - created < self.stale_after:
             return False
-        breaker = Path(f"{self.lock_path}.break")
-        try:
-            bfd = os.open(breaker, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except OSError:
+        if not _flock_nb(bfd, fcntl.LOCK_EX):
             return False
         try:
-            try:
-                fcntl.flock(bfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return False
-            # Re-check under the break lock: the file at the path must still be the old one.
+            # Re-check under the break lock. No acquirer can lock and claim while we hold it
+            # (they claim under a shared lock on the same file), so the holder we see here is
+            # the one whose lock we unlink, or nobody.
             pid2, _alive2, created2 = self._owner()
             if created2 is None or created2 != created or time.time() - created2 < self.stale_after:
                 return False
@@ -274,7 +308,7 @@ class SessionWriteLock:
             self._reclaimed("too_old" if alive else "dead_pid", pid2)
             return True
         finally:
-            os.close(bfd)
+            fcntl.flock(bfd, fcntl.LOCK_UN)
 
     async def acquire(self, *, reacquire: bool = False) -> None:
         """Wait for the lock (never blocking the event loop).
@@ -288,14 +322,29 @@ class SessionWriteLock:
         start_ns = time.time_ns()
         t0 = time.monotonic()
         deadline = t0 + self.acquire_timeout
+        fd, opened = self._open()  # first: a bad lock path is refused before anything else
+        bfd = self._open_break()
+        try:
+            await self._acquire_loop(fd, opened, bfd, start_ns, t0, deadline, reacquire)
+        finally:
+            if bfd is not None:
+                os.close(bfd)
+
+    async def _acquire_loop(
+        self,
+        fd: int,
+        opened: os.stat_result,
+        bfd: int | None,
+        start_ns: int,
+        t0: float,
+        deadline: float,
+        reacquire: bool,
+    ) -> None:
         delay = _POLL_FIRST
         last_stuck_check: float | None = None
         while True:
-            fd, opened = self._open()
             try:
-                locked = self._try_lock(fd, opened)
-                if locked:
-                    self._claim(fd)
+                locked = self._lock_and_claim(fd, opened, bfd)
             except BaseException:
                 os.close(fd)
                 raise
@@ -315,7 +364,8 @@ class SessionWriteLock:
             # still break a lock past stale_after), then once a second.
             if last_stuck_check is None or now - last_stuck_check >= 1.0:
                 last_stuck_check = now
-                if self._break_if_stuck():
+                if self._break_if_stuck(bfd):
+                    fd, opened = self._open()
                     continue
             if now >= deadline:
                 pid, alive, _created = self._owner()
@@ -338,6 +388,7 @@ class SessionWriteLock:
                 raise err
             await anyio.sleep(min(delay, max(0.0, deadline - now)))
             delay = min(delay * 1.5, _POLL_MAX)
+            fd, opened = self._open()
 
     def release(self) -> None:
         """Release the lock (clearing our metadata first). A no-op when not held."""
