@@ -88,6 +88,20 @@ def test_dir_must_be_empty(tmp_path: Path) -> None:
     assert (tmp_path / "keep.txt").read_text() == "precious"
 
 
+def test_dir_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
+    """--dir under a regular file, or where the kernel refuses it: exit 2 with a message, no
+    traceback, nothing written."""
+    blocker = tmp_path / "file"
+    blocker.write_text("precious")
+    for target, message in ((blocker / "sessions", "is not a writable directory"),
+                            (Path("/proc/model-fallback-test"), "cannot create it")):  # fmt: skip
+        proc = simulate("--dir", str(target), "--metrics-port", "0", timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+        assert proc.stdout == ""
+    assert blocker.read_text() == "precious"
+
+
 def _report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert proc.stdout.strip(), proc.stderr
     return dict(json.loads(proc.stdout))

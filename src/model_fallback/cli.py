@@ -244,8 +244,18 @@ def _config(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from None
     if args.dir is not None:
         d = args.dir
-        if d.exists() and (not d.is_dir() or any(d.iterdir())):
-            raise UsageError(f"--dir {d} must be a new or empty directory")
+        try:
+            if d.exists() and (not d.is_dir() or any(d.iterdir())):
+                raise UsageError(f"--dir {d} must be a new or empty directory")
+        except OSError as exc:
+            raise UsageError(f"--dir {d}: cannot use it: {exc.strerror or exc}") from None
+        # Created only once everything else is checked (nothing is written on a usage error);
+        # here, only whether it can be: the nearest existing ancestor must be a writable dir.
+        parent = d.absolute()
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"--dir {d}: cannot be created ({parent} is not a writable directory)")
     if args.metrics_addr not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(
         "MODEL_FALLBACK_ALLOW_PUBLIC_METRICS"
     ):
@@ -315,13 +325,17 @@ def _simulate(args: argparse.Namespace) -> int:
     # lines they would only scroll the progress away.
     logging.getLogger("model_fallback.session").setLevel(logging.ERROR)
     handle = _start_telemetry(args, config)
+    if args.dir is not None:
+        try:
+            args.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            handle.shutdown()
+            raise UsageError(f"--dir {args.dir}: cannot create it: {exc.strerror or exc}") from None
     stats = Stats(chain=config.candidates)
     interrupted = False
     progress = not args.no_progress and sys.stderr.isatty()
     if args.metrics_port:
         print(f"serving metrics at http://{args.metrics_addr}:{args.metrics_port}/metrics", file=sys.stderr)
-    if args.dir is not None:
-        args.dir.mkdir(parents=True, exist_ok=True)
     workload = Workload(config, stats, handle.observers)
 
     async def main() -> None:
