@@ -343,6 +343,8 @@ async def test_retry_after_is_honoured() -> None:
         ({"attempt_timeout": "5"}, TypeError),
         ({"policy": {"stop_on": []}}, TypeError),
         ({"cooldowns": {}}, TypeError),
+        ({"observers": "prometheus"}, TypeError),
+        ({"observers": ev.Observer()}, TypeError),  # a lone observer, not a list of them
     ],
 )
 async def test_bad_arguments_fail_before_any_call(kwargs: dict[str, Any], exc: type[Exception]) -> None:

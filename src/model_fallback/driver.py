@@ -173,6 +173,19 @@ def normalize_candidates(candidates: Iterable[Candidate | str]) -> tuple[Candida
     return chain
 
 
+def _observers(observers: object) -> tuple[object, ...]:
+    """The observers as a tuple; a lone observer or a string is a clear TypeError."""
+    if isinstance(observers, str | bytes):
+        raise TypeError("observers must be a sequence of observers, not a string")
+    try:
+        return tuple(observers)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"observers must be a sequence of observers, got {type(observers).__name__} "
+            "(pass observers=[observer])"
+        ) from None
+
+
 def _validate_timeout(attempt_timeout: float | None) -> float | None:
     if attempt_timeout is None:
         return None
@@ -236,7 +249,9 @@ async def run_with_model_fallback(
         raise TypeError("policy must be a FallbackPolicy or None")
     if cooldowns is not None and not isinstance(cooldowns, CooldownTracker):
         raise TypeError("cooldowns must be a CooldownTracker or None")
-    obs: tuple[object, ...] = tuple(observers) if observers else ()
+    obs: tuple[object, ...] = (
+        (observers if type(observers) is tuple else _observers(observers)) if observers else ()
+    )
     # Hooks are resolved once per observers (cached); events nobody listens to are not built.
     # End hooks run in reverse order, like nested context managers unwinding: an observer
     # that made a span current in a start hook closes it after the observers listed after
