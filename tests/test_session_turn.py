@@ -126,3 +126,49 @@ async def test_every_attempt_timing_out_is_exhaustion_not_a_local_error(tmp_path
     assert calls == CHAIN[:2]
     assert [a.reason for a in info.value.attempts] == [mf.FailoverReason.TIMEOUT] * 2
     assert await sf.read() == [{"role": "user", "content": "hi"}]
+
+
+async def test_lock_timeout_beneath_the_last_429_and_the_report_explains_the_counts(
+    tmp_path: Path,
+) -> None:
+    """The last candidate answers 429 while a compactor holds the lock past the re-acquire
+    timeout: the lock timeout is attached beneath the 429 and explicit provider metadata wins,
+    so the run ends exhausted, not as a coordination abort. The session layer counted a lock
+    timeout that aborted no run, and the simulate report says why its two lines differ."""
+    from model_fallback.simulate import Stats, format_report
+
+    path = tmp_path / "s.jsonl"
+    chain = ["openai/gpt-4o"]
+    stats = Stats(chain=tuple(mf.Candidate.parse(c) for c in chain))
+    sf = SessionFile(path, lock_timeout=0.2, observers=[stats])
+
+    class RateLimited(Exception):
+        status_code = 429
+
+    async with anyio.create_task_group() as tg:
+
+        async def hold_for(seconds: float, held: anyio.Event) -> None:
+            async with SessionWriteLock(path, acquire_timeout=5):
+                held.set()
+                await anyio.sleep(seconds)
+
+        async def run(c: mf.Candidate) -> str:
+            held = anyio.Event()
+            tg.start_soon(hold_for, 0.4, held)
+            await held.wait()
+            raise RateLimited("Too Many Requests")
+
+        with pytest.raises(mf.AllCandidatesFailedError) as info:
+            await run_embedded_turn(sf, {"role": "user", "content": "hi"}, run, chain, observers=[stats])
+    (failure,) = info.value.exceptions
+    assert failure.reason is mf.FailoverReason.RATE_LIMIT
+    chained: list[BaseException] = []
+    node = failure.__cause__
+    while node is not None and all(node is not e for e in chained):
+        chained.append(node)
+        node = node.__cause__ or node.__context__
+    assert node is None, "the error chain loops back on itself"
+    assert [type(e) for e in chained] == [RateLimited, mf.SessionWriteLockTimeoutError]
+    assert stats.lock_timeouts == 1 and not stats.coordination_aborts
+    text = format_report(stats.report(scenario="t", seed=0, interrupted=False, config={}))
+    assert "0 takeover(s) and 1 lock timeout(s) seen by the session layer ended no run as a" in text

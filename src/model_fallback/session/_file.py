@@ -344,5 +344,28 @@ def _attach(error: BaseException, coordination: BaseException) -> None:
         node = nxt
     if node is coordination:
         return
+    # The coordination error was raised while the body's error was being handled, so its own
+    # implicit context leads back into the chain: cut that link, or the chain would be a loop
+    # (printed as "During handling..." twice, and a reference cycle).
+    back = coordination
+    for _ in range(32):
+        nxt = back.__context__
+        if nxt is None:
+            break
+        if nxt is error or _in_chain(error, nxt):
+            back.__context__ = None
+            break
+        back = nxt
     node.__context__ = coordination
     node.__suppress_context__ = False
+
+
+def _in_chain(error: BaseException, target: BaseException) -> bool:
+    node: BaseException | None = error
+    for _ in range(32):
+        if node is None:
+            return False
+        if node is target:
+            return True
+        node = node.__cause__ if node.__cause__ is not None else node.__context__
+    return False
