@@ -261,6 +261,16 @@ def format_report(report: dict[str, Any]) -> str:
         f"stale_locks_reclaimed={sum(s['stale_locks_reclaimed'].values())} "
         f"lock wait {_fmt_pct(s['lock_wait_s'])}"
     )
+    extra_takeovers = s["takeovers"] - coord.get("session_takeover", 0)
+    extra_timeouts = s["lock_timeouts"] - coord.get("write_lock_timeout", 0)
+    if extra_takeovers > 0 or extra_timeouts > 0:
+        # An SRE comparing the two lines deserves the reason rather than a puzzle.
+        w(
+            f"  {max(extra_takeovers, 0)} takeover(s) and {max(extra_timeouts, 0)} lock timeout(s) "
+            "seen by the session layer ended no run as a"
+        )
+        w("    coordination abort: they came beneath the last candidate's provider error, whose explicit")
+        w("    metadata takes precedence (the run ended exhausted), or before the prompt")
     if s["turn_errors_outside_fallback"]:
         w(
             "  turn errors the driver never saw: "
