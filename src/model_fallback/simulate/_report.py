@@ -269,8 +269,9 @@ def format_report(report: dict[str, Any]) -> str:
             f"  {max(extra_takeovers, 0)} takeover(s) and {max(extra_timeouts, 0)} lock timeout(s) "
             "seen by the session layer ended no run as a"
         )
-        w("    coordination abort: they came beneath the last candidate's provider error, whose explicit")
-        w("    metadata takes precedence (the run ended exhausted), or before the prompt")
+        w("    coordination abort: they came beneath a provider error, whose explicit metadata takes")
+        w("    precedence, in runs that then ended exhausted with no further candidate called (the rest")
+        w("    cooling down or none left), or before the prompt")
     if s["turn_errors_outside_fallback"]:
         w(
             "  turn errors the driver never saw: "
