@@ -118,7 +118,8 @@ class SessionWriteLock:
     """An async, inter-process write lock for one session file.
 
     Args:
-        path: the session file (the lock file is ``<path>.lock`` beside it).
+        path: the session file (the lock file is ``<path>.lock`` beside it, and
+            ``<path>.lock.break`` fences lock breaking: see the module docstring).
         acquire_timeout: seconds to wait before raising
             :class:`~model_fallback.SessionWriteLockTimeoutError`.
         stale_after: seconds after which a *live* holder is considered stuck and its lock
