@@ -4,7 +4,7 @@ Each row runs the same scenario as ``bench_overhead.py`` (429, 503, success) N t
 ``valgrind --tool=callgrind`` and once with N = 0; the difference divided by N is the
 instruction count of one request, and rows are compared as ratios, like the wall-clock
 benchmark. Instructions are not time (cache misses and branch mispredictions are not
-counted), but they repeat to the last digit, so they show whether a change really made the
+counted), but they repeat within ~1 % from run to run, so they show whether a change really made the
 hot path cheaper.
 
 Run: ``.venv/bin/python benchmarks/bench_instructions.py`` (needs valgrind; a few minutes).
