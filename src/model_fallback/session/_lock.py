@@ -203,20 +203,16 @@ class SessionWriteLock:
 
     def _lock_and_claim(self, fd: int, mine: os.stat_result, bfd: int | None) -> bool:
         """One attempt: lock and claim under a shared lock on the break file (see module doc)."""
-        if bfd is not None:
-            if not _flock_nb(bfd, fcntl.LOCK_SH):
-                return False  # a breaker is between its check and its unlink: next round
-            try:
-                if not self._try_lock(fd, mine):
-                    return False
-                self._claim(fd)
-                return True
-            finally:
+        if bfd is not None and not _flock_nb(bfd, fcntl.LOCK_SH):
+            return False  # a breaker is between its check and its unlink: next round
+        try:
+            if not self._try_lock(fd, mine):
+                return False
+            self._claim(fd)
+            return True
+        finally:
+            if bfd is not None:
                 fcntl.flock(bfd, fcntl.LOCK_UN)
-        if not self._try_lock(fd, mine):
-            return False
-        self._claim(fd)
-        return True
 
     def _try_lock(self, fd: int, mine: os.stat_result) -> bool:
         if not _flock_nb(fd, fcntl.LOCK_EX):
