@@ -397,7 +397,7 @@ def _stopped(
         if outcome is RunOutcome.COORDINATION_ABORT and h.coordination_aborted:
             aborted = CoordinationAborted(run_id, att, att.coordination_kind or "", left)
             fire(h.coordination_aborted, "coordination_aborted", aborted, h.observers)
-        _end(h, run_id, outcome, attempts, started, exc)
+        _end(h, run_id, outcome, tuple(attempts), started, exc)
     attempts.clear()
 
 
@@ -405,9 +405,10 @@ def _exhausted(
     h: Hooks | None, run_id: int, attempts: list[Attempt], started: float
 ) -> AllCandidatesFailedError:
     """The error of a run where every candidate failed or was skipped (reported)."""
-    error = AllCandidatesFailedError.from_attempts(tuple(attempts), _failures(attempts))
+    done = tuple(attempts)
+    error = AllCandidatesFailedError.from_attempts(done, _failures(attempts))
     if h is not None:
-        _end(h, run_id, RunOutcome.EXHAUSTED, attempts, started, error)
+        _end(h, run_id, RunOutcome.EXHAUSTED, done, started, error)
     attempts.clear()
     return error
 
@@ -440,10 +441,10 @@ def _end(
     h: Hooks,
     run_id: int,
     outcome: RunOutcome,
-    attempts: list[Attempt],
+    attempts: tuple[Attempt, ...],
     started: float,
     error: BaseException,
 ) -> None:
     if h.run_ended:
-        event = RunEnded(run_id, outcome, tuple(attempts), None, None, _perf() - started, error)
+        event = RunEnded(run_id, outcome, attempts, None, None, _perf() - started, error)
         fire(h.run_ended, "run_ended", event, h.observers)
