@@ -149,7 +149,6 @@ class SessionWriteLock:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
         self.path = Path(path)
         self.lock_path = Path(f"{self.path}.lock")
-        self.break_path = Path(f"{self.path}.lock.break")
         self.acquire_timeout = float(acquire_timeout)
         self.stale_after = float(stale_after)
         self.observers = tuple(observers)
@@ -197,7 +196,8 @@ class SessionWriteLock:
         file to break anything, and it lives in the lock's own directory.
         """
         try:
-            return os.open(self.break_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(f"{self.lock_path}.break", flags, 0o644)
         except OSError:
             return None
 
