@@ -331,6 +331,7 @@ def _attach(error: BaseException, coordination: BaseException) -> None:
     """Put *coordination* at the end of *error*'s cause/context chain (bounded), where the
     classifier will find it."""
     node = error
+    chain = {id(error)}
     for _ in range(32):
         if node.__cause__ is not None:
             nxt: BaseException | None = node.__cause__
@@ -342,6 +343,7 @@ def _attach(error: BaseException, coordination: BaseException) -> None:
             return
         assert nxt is not None
         node = nxt
+        chain.add(id(node))
     if node is coordination:
         return
     # The coordination error was raised while the body's error was being handled, so its own
@@ -349,23 +351,12 @@ def _attach(error: BaseException, coordination: BaseException) -> None:
     # (printed as "During handling..." twice, and a reference cycle).
     back = coordination
     for _ in range(32):
-        nxt = back.__context__
-        if nxt is None:
+        ctx = back.__context__
+        if ctx is None:
             break
-        if nxt is error or _in_chain(error, nxt):
+        if id(ctx) in chain:
             back.__context__ = None
             break
-        back = nxt
+        back = ctx
     node.__context__ = coordination
     node.__suppress_context__ = False
-
-
-def _in_chain(error: BaseException, target: BaseException) -> bool:
-    node: BaseException | None = error
-    for _ in range(32):
-        if node is None:
-            return False
-        if node is target:
-            return True
-        node = node.__cause__ if node.__cause__ is not None else node.__context__
-    return False
