@@ -83,104 +83,16 @@ async def bare() -> str:
     raise RuntimeError("all failed")
 
 
-def floor_fn(tp: TracerProvider, mp: MeterProvider) -> Callable[[], Awaitable[str]]:
-    """The same SDK work as the OTel observer does, hand-written around the bare loop."""
-    tracer = tp.get_tracer("floor")
-    meter = mp.get_meter("floor")
-    attempts = meter.create_counter(spec.ATTEMPTS.otel)
-    attempt_h = meter.create_histogram(
-        spec.ATTEMPT_DURATION.otel, explicit_bucket_boundaries_advisory=list(spec.GENAI_DURATION_BUCKETS)
-    )
-    genai = meter.create_histogram(
-        "gen_ai.client.operation.duration",
-        explicit_bucket_boundaries_advisory=list(spec.GENAI_DURATION_BUCKETS),
-    )
-    runs = meter.create_counter(spec.RUNS.otel)
-    run_h = meter.create_histogram(
-        spec.RUN_DURATION.otel, explicit_bucket_boundaries_advisory=list(spec.GENAI_DURATION_BUCKETS)
-    )
-    depth = meter.create_histogram(
-        spec.FALLBACK_DEPTH.otel, explicit_bucket_boundaries_advisory=list(spec.FALLBACK_DEPTH.buckets)
-    )
-    span_attrs = [{"gen_ai.operation.name": "chat", "gen_ai.provider.name": c.provider, "gen_ai.request.model": c.model,
-                   "model_fallback.attempt.index": i} for i, c in enumerate(CHAIN)]  # fmt: skip
-    fail_attrs = [{"provider": c.provider, "model": c.model, "outcome": "provider_failure", "reason": r}
-                  for c, r in zip(CHAIN, ("rate_limit", "overloaded", "none"), strict=True)]  # fmt: skip
-    ok_attrs = {
-        "provider": CHAIN[2].provider,
-        "model": CHAIN[2].model,
-        "outcome": "success",
-        "reason": "none",
-    }
-    dur_fail = [{"provider": c.provider, "model": c.model, "outcome": "provider_failure"} for c in CHAIN]
-    dur_ok = {"provider": CHAIN[2].provider, "model": CHAIN[2].model, "outcome": "success"}
-    # gen_ai.client.operation.duration carries the GenAI keys without the attempt index.
-    genai_base = [{k: v for k, v in a.items() if k != "model_fallback.attempt.index"} for a in span_attrs]
-    genai_attrs = [{**genai_base[i], "error.type": r} for i, r in ((0, "rate_limit"), (1, "overloaded"))]
-    genai_ok = genai_base[2]
-    run_attrs = {"outcome": "success"}
-    candidates = [str(c) for c in CHAIN]
+class FloorSDK:
+    """The instruments and precomputed attribute tables of the floor (index = candidate).
 
-    async def fn() -> str:
-        t0 = time.perf_counter()
-        run_span = tracer.start_span("model_fallback.run", kind=SpanKind.INTERNAL)
-        run_span.set_attribute("model_fallback.candidates", candidates)
-        tok = otel_context.attach(trace.set_span_in_context(run_span))
-        try:
-            for i, c in enumerate(CHAIN):
-                s = tracer.start_span(f"chat {c.model}", kind=SpanKind.CLIENT, attributes=span_attrs[i])
-                t = otel_context.attach(trace.set_span_in_context(s))
-                a0 = time.perf_counter()
-                try:
-                    value = await run(c)
-                except Exception as exc:
-                    d = time.perf_counter() - a0
-                    reason = fail_attrs[i]["reason"]
-                    s.set_attributes({"model_fallback.attempt.outcome": "provider_failure",
-                                      "model_fallback.failure.reason": reason, "error.type": reason,
-                                      "model_fallback.error.status": exc.status_code})  # type: ignore[attr-defined]  # fmt: skip
-                    s.set_status(Status(StatusCode.ERROR, str(exc)))
-                    attempts.add(1, fail_attrs[i])
-                    attempt_h.record(d, dur_fail[i])
-                    genai.record(d, genai_attrs[i])
-                    otel_context.detach(t)
-                    s.end()
-                    continue
-                d = time.perf_counter() - a0
-                s.set_attribute("model_fallback.attempt.outcome", "success")
-                attempts.add(1, ok_attrs)
-                attempt_h.record(d, dur_ok)
-                genai.record(d, genai_ok)
-                otel_context.detach(t)
-                s.end()
-                runs.add(1, run_attrs)
-                run_h.record(time.perf_counter() - t0, run_attrs)
-                depth.record(i)
-                run_span.set_attributes({"model_fallback.outcome": "success", "model_fallback.attempt_count": 3,
-                                         "model_fallback.fallback_depth": i, "model_fallback.served.provider": c.provider,
-                                         "model_fallback.served.model": c.model, "gen_ai.response.model": c.model})  # fmt: skip
-                return value
-            raise RuntimeError("all failed")
-        finally:
-            otel_context.detach(tok)
-            run_span.end()
-
-    return fn
-
-
-class FloorObserver(mf.Observer):
-    """The floor's SDK calls, as observer hooks fed by the driver, everything precomputed.
-
-    What any observer fed through the driver's per-candidate events costs at the least: the
-    row between the floor and the OTel observer splits the OTel row's overhead into "through a
-    driver at all" and "this observer's own logic".
+    The same SDK work as the OTel observer does for this scenario: attempts 0 and 1 fail
+    (rate_limit, overloaded), attempt 2 succeeds.
     """
 
-    component = "floor"
-
-    def __init__(self, tp: TracerProvider, mp: MeterProvider) -> None:
-        self.tracer = tp.get_tracer("floor-observer")
-        meter = mp.get_meter("floor-observer")
+    def __init__(self, tp: TracerProvider, mp: MeterProvider, scope: str) -> None:
+        self.tracer = tp.get_tracer(scope)
+        meter = mp.get_meter(scope)
         buckets = list(spec.GENAI_DURATION_BUCKETS)
         self.attempts = meter.create_counter(spec.ATTEMPTS.otel)
         self.attempt_h = meter.create_histogram(
@@ -209,6 +121,7 @@ class FloorObserver(mf.Observer):
             for c, r in zip(CHAIN, reasons, strict=True)
         ]  # fmt: skip
         self.dur_attrs = [{k: v for k, v in a.items() if k != "reason"} for a in self.attempt_attrs]
+        # gen_ai.client.operation.duration carries the GenAI keys without the attempt index.
         self.genai_attrs = [
             {"gen_ai.operation.name": "chat", "gen_ai.provider.name": c.provider, "gen_ai.request.model": c.model,
              **({"error.type": r} if r != "none" else {})}
@@ -216,45 +129,110 @@ class FloorObserver(mf.Observer):
         ]  # fmt: skip
         self.candidates = [str(c) for c in CHAIN]
         self.run_attrs = {"outcome": "success"}
+
+    def failed(self, span: Any, i: int, status: int, error: BaseException, duration: float) -> None:
+        """Attempt *i* failed: its span attributes, status and metric points."""
+        reason = self.attempt_attrs[i]["reason"]
+        span.set_attributes({"model_fallback.attempt.outcome": "provider_failure",
+                             "model_fallback.failure.reason": reason, "error.type": reason,
+                             "model_fallback.error.status": status})  # fmt: skip
+        span.set_status(Status(StatusCode.ERROR, str(error)))
+        self.points(i, duration)
+
+    def points(self, i: int, duration: float) -> None:
+        """The metric points of attempt *i*."""
+        self.attempts.add(1, self.attempt_attrs[i])
+        self.attempt_h.record(duration, self.dur_attrs[i])
+        self.genai.record(duration, self.genai_attrs[i])
+
+    def served(self, run_span: Any, i: int, duration: float) -> None:
+        """The run's metric points and span attributes when candidate *i* served."""
+        c = CHAIN[i]
+        self.runs.add(1, self.run_attrs)
+        self.run_h.record(duration, self.run_attrs)
+        self.depth.record(i)
+        run_span.set_attributes({"model_fallback.outcome": "success", "model_fallback.attempt_count": 3,
+                                 "model_fallback.fallback_depth": i, "model_fallback.served.provider": c.provider,
+                                 "model_fallback.served.model": c.model, "gen_ai.response.model": c.model})  # fmt: skip
+
+
+def floor_fn(tp: TracerProvider, mp: MeterProvider) -> Callable[[], Awaitable[str]]:
+    """The same SDK work as the OTel observer does, hand-written around the bare loop."""
+    f = FloorSDK(tp, mp, "floor")
+    tracer = f.tracer
+
+    async def fn() -> str:
+        t0 = time.perf_counter()
+        run_span = tracer.start_span("model_fallback.run", kind=SpanKind.INTERNAL)
+        run_span.set_attribute("model_fallback.candidates", f.candidates)
+        tok = otel_context.attach(trace.set_span_in_context(run_span))
+        try:
+            for i, c in enumerate(CHAIN):
+                s = tracer.start_span(f.names[i], kind=SpanKind.CLIENT, attributes=f.span_attrs[i])
+                t = otel_context.attach(trace.set_span_in_context(s))
+                a0 = time.perf_counter()
+                try:
+                    value = await run(c)
+                except Exception as exc:
+                    f.failed(s, i, exc.status_code, exc, time.perf_counter() - a0)  # type: ignore[attr-defined]
+                    otel_context.detach(t)
+                    s.end()
+                    continue
+                d = time.perf_counter() - a0
+                s.set_attribute("model_fallback.attempt.outcome", "success")
+                f.points(i, d)
+                otel_context.detach(t)
+                s.end()
+                f.served(run_span, i, time.perf_counter() - t0)
+                return value
+            raise RuntimeError("all failed")
+        finally:
+            otel_context.detach(tok)
+            run_span.end()
+
+    return fn
+
+
+class FloorObserver(mf.Observer):
+    """The floor's SDK calls, as observer hooks fed by the driver, everything precomputed.
+
+    What any observer fed through the driver's per-candidate events costs at the least: the
+    row between the floor and the OTel observer splits the OTel row's overhead into "through a
+    driver at all" and "this observer's own logic".
+    """
+
+    component = "floor"
+
+    def __init__(self, tp: TracerProvider, mp: MeterProvider) -> None:
+        self.sdk = FloorSDK(tp, mp, "floor-observer")
+        self.tracer = self.sdk.tracer
         self.state: list[Any] = [None, None, None, None]
 
     def run_started(self, event: Any) -> None:
         span = self.tracer.start_span("model_fallback.run", kind=SpanKind.INTERNAL)
-        span.set_attribute("model_fallback.candidates", self.candidates)
+        span.set_attribute("model_fallback.candidates", self.sdk.candidates)
         self.state[0], self.state[1] = span, otel_context.attach(trace.set_span_in_context(span))
 
     def attempt_started(self, event: Any) -> None:
         i = event.index
-        span = self.tracer.start_span(self.names[i], kind=SpanKind.CLIENT, attributes=self.span_attrs[i])
+        span = self.tracer.start_span(
+            self.sdk.names[i], kind=SpanKind.CLIENT, attributes=self.sdk.span_attrs[i]
+        )
         self.state[2], self.state[3] = span, otel_context.attach(trace.set_span_in_context(span))
 
     def attempt_ended(self, event: Any) -> None:
         a = event.attempt
-        i = a.index
         span = self.state[2]
         if a.outcome is mf.Outcome.PROVIDER_FAILURE:
-            reason = self.attempt_attrs[i]["reason"]
-            span.set_attributes({"model_fallback.attempt.outcome": "provider_failure",
-                                 "model_fallback.failure.reason": reason, "error.type": reason,
-                                 "model_fallback.error.status": a.status})  # fmt: skip
-            span.set_status(Status(StatusCode.ERROR, str(a.error)))
+            self.sdk.failed(span, a.index, a.status, a.error, a.duration_s)
         else:
             span.set_attribute("model_fallback.attempt.outcome", "success")
-        self.attempts.add(1, self.attempt_attrs[i])
-        self.attempt_h.record(a.duration_s, self.dur_attrs[i])
-        self.genai.record(a.duration_s, self.genai_attrs[i])
+            self.sdk.points(a.index, a.duration_s)
         otel_context.detach(self.state[3])
         span.end()
 
     def run_ended(self, event: Any) -> None:
-        self.runs.add(1, self.run_attrs)
-        self.run_h.record(event.duration_s, self.run_attrs)
-        self.depth.record(event.fallback_depth)
-        c = event.candidate
-        self.state[0].set_attributes({"model_fallback.outcome": "success", "model_fallback.attempt_count": 3,
-                                      "model_fallback.fallback_depth": event.fallback_depth,
-                                      "model_fallback.served.provider": c.provider,
-                                      "model_fallback.served.model": c.model, "gen_ai.response.model": c.model})  # fmt: skip
+        self.sdk.served(self.state[0], event.fallback_depth, event.duration_s)
         otel_context.detach(self.state[1])
         self.state[0].end()
 
