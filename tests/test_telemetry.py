@@ -581,7 +581,11 @@ def test_otlp_http_export_reaches_a_real_receiver(monkeypatch: pytest.MonkeyPatc
 
 
 def test_unreachable_otlp_endpoint_changes_nothing() -> None:
-    """With the collector down, 1 000 runs complete with the same results; the added time is printed."""
+    """With the collector down, 1 000 runs complete with the same results; the added time is printed.
+
+    It is the SDK's, not a wait: with its queue full, the batch processor evicts and frees the
+    oldest span on the caller's thread (tens of µs per run here, where a run takes ~100 µs
+    because the "provider" answers at once)."""
 
     async def measure(observers: tuple[object, ...]) -> tuple[float, list[str]]:
         out = []
@@ -609,14 +613,20 @@ def test_unreachable_otlp_endpoint_changes_nothing() -> None:
         t.start()
         up, tp_up = observer(f"http://127.0.0.1:{reachable.server_address[1]}/v1/traces")
         try:
-            t_up, r_up = anyio.run(measure, (up,))
-            t_down, r_down = anyio.run(measure, (down,))
+            # Rounds alternate, best of three each: a single pass measures warm-up and order
+            # (the first pass is up to 50 % slower whichever exporter it uses).
+            t_up = t_down = float("inf")
+            for _ in range(3):
+                t, r_up = anyio.run(measure, (up,))
+                t_up = min(t_up, t)
+                t, r_down = anyio.run(measure, (down,))
+                t_down = min(t_down, t)
         finally:
             reachable.shutdown()
             reachable.server_close()
         assert r_down == r_up == [CHAIN[1]] * 1000
         print(f"\n1000 runs: collector up {t_up * 1000:.0f} ms, down {t_down * 1000:.0f} ms "
-              f"({(t_down / t_up - 1) * 100:+.1f}%)")  # fmt: skip
+              f"({(t_down / t_up - 1) * 100:+.1f}%, {(t_down - t_up) * 1000:+.0f} µs per run)")  # fmt: skip
         assert t_down < t_up * 3 + 1.0  # loose: proves no per-run blocking on the dead exporter
         for tp in (tp_up, tp_down):
             tp.shutdown()
