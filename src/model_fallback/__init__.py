@@ -35,6 +35,7 @@ from model_fallback.errors import (
     AllCandidatesFailedError,
     CoordinationError,
     FailoverError,
+    SessionIOError,
     SessionTakeoverError,
     SessionWriteLockTimeoutError,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "Observer",
     "Outcome",
     "RunOutcome",
+    "SessionIOError",
     "SessionTakeoverError",
     "SessionWriteLockTimeoutError",
     "__version__",

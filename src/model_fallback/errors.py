@@ -7,8 +7,11 @@
     ├── CoordinationError                 a *local* condition, not a model failure
     │   ├── SessionWriteLockTimeoutError  (also a TimeoutError) the session write lock
     │   │                                 could not be taken in time
-    │   └── SessionTakeoverError          the session file changed while the prompt lock
-    │                                     was released
+    │   ├── SessionTakeoverError          the session file changed while the prompt lock
+    │   │                                 was released
+    │   └── SessionIOError                (also an OSError) the session layer's own file
+    │                                     operation failed: disk full, directory gone,
+    │                                     read-only filesystem, no descriptors left
     └── ExceptionGroup
         └── AllCandidatesFailedError      every candidate failed or was skipped; members
                                           are one FailoverError per attempted candidate
@@ -32,6 +35,7 @@ __all__ = [
     "AllCandidatesFailedError",
     "CoordinationError",
     "FailoverError",
+    "SessionIOError",
     "SessionTakeoverError",
     "SessionWriteLockTimeoutError",
 ]
@@ -182,6 +186,53 @@ class SessionTakeoverError(CoordinationError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         kwargs = {"path": self.path, "before": self.before, "after": self.after}
+        return (_rebuild, (type(self), (self.message,), kwargs))
+
+
+class SessionIOError(CoordinationError, OSError):
+    """A file operation of the session layer failed on a local OS error.
+
+    The disk filled, the session directory was deleted, the filesystem turned read-only,
+    the process ran out of descriptors, a lock or session path turned out to be a symlink
+    or not a regular file: nothing a model did, so it stops the fallback run like the
+    other coordination errors instead of being charged to the next candidates. It is
+    also an :class:`OSError` (``errno`` set), so ``except OSError`` keeps working.
+
+    Args:
+        message: human-readable text; built from the fields when empty.
+        path: the file the operation was on.
+        operation: what failed (``acquire``, ``reacquire``, ``append``, ``read``,
+            ``fence``).
+        errno: the original error's errno, if any.
+
+    ``__cause__`` is the original :class:`OSError` when there was one.
+    """
+
+    kind: ClassVar[str] = "session_io"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        path: str | None = None,
+        operation: str | None = None,
+        errno: int | None = None,
+    ) -> None:
+        if not message:
+            message = f"session {operation or 'I/O'} failed: {path or '?'}"
+        if errno is None:
+            super().__init__(message)
+        else:
+            super().__init__(errno, message)
+        self.message = message
+        self.path = path
+        self.operation = operation
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        kwargs = {"path": self.path, "operation": self.operation, "errno": self.errno}
         return (_rebuild, (type(self), (self.message,), kwargs))
 
 

@@ -15,9 +15,14 @@ from typing import Any
 
 import anyio
 
-from model_fallback.errors import SessionTakeoverError, SessionWriteLockTimeoutError
+from model_fallback.errors import (
+    CoordinationError,
+    SessionIOError,
+    SessionTakeoverError,
+    SessionWriteLockTimeoutError,
+)
 from model_fallback.events import FenceChecked, dispatch
-from model_fallback.session._lock import SessionLockPathError, SessionWriteLock
+from model_fallback.session._lock import SessionLockPathError, SessionWriteLock, session_io, session_io_error
 
 __all__ = ["Fingerprint", "HeldSession", "SessionFile", "Transcript", "fingerprint"]
 
@@ -42,11 +47,18 @@ class Fingerprint:
 
 
 def fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
-    """Fingerprint *path* with one ``lstat`` (a symlink is fingerprinted, not followed)."""
+    """Fingerprint *path* with one ``lstat`` (a symlink is fingerprinted, not followed).
+
+    Raises:
+        SessionIOError: the ``lstat`` failed other than with ENOENT (a missing file is a
+            fingerprint that says so).
+    """
     try:
         st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return Fingerprint(False)
+    except OSError as exc:
+        raise session_io_error(exc, "fence", path) from exc
     return _fingerprint_of(st)
 
 
@@ -78,14 +90,26 @@ def _encode(entry: Mapping[str, Any]) -> bytes:
 
 
 def _append_line(path: Path, line: bytes, fsync: bool) -> Fingerprint:
-    """Append one complete line; the caller holds the session lock."""
+    """Append one complete line; the caller holds the session lock.
+
+    Raises:
+        SessionIOError: the write (or the open) failed on a local OS error.
+    """
+    with session_io("append", path):
+        return _append_line_io(path, line, fsync)
+
+
+def _append_line_io(path: Path, line: bytes, fsync: bool) -> Fingerprint:
     try:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise SessionLockPathError(
-                errno.ELOOP, f"refusing a session file that is a symlink: {path}"
-            ) from None
+                f"refusing a session file that is a symlink: {path}",
+                path=str(path),
+                operation="append",
+                errno=errno.ELOOP,
+            ) from exc
         raise
     try:
         size = os.fstat(fd).st_size
@@ -107,11 +131,12 @@ def _append_line(path: Path, line: bytes, fsync: bool) -> Fingerprint:
 
 def _read(path: Path) -> Transcript:
     out = Transcript()
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return out
+    with session_io("read", path):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return out
     lines = data.split(b"\n")
     tail = lines.pop()  # after the last newline: empty unless the last line is torn
     invalid = []
@@ -201,8 +226,8 @@ class HeldSession:
         self.path = session.path
         self._lock = session.lock()
         self._fence: Fingerprint | None = None
-        self._takeover: SessionTakeoverError | None = None
-        self._lost: SessionWriteLockTimeoutError | None = None
+        # A takeover, a lost lock or a failed re-acquire/verify: raised by every later operation.
+        self._poisoned: CoordinationError | None = None
 
     @property
     def holding(self) -> bool:
@@ -210,12 +235,11 @@ class HeldSession:
         return self._lock.held
 
     def _check_poisoned(self) -> None:
-        # After a takeover, or after losing the lock while released, nothing more may be
-        # done in this turn: every later operation raises the same coordination error.
-        if self._takeover is not None:
-            raise self._takeover
-        if self._lost is not None:
-            raise self._lost
+        # After a takeover, after losing the lock while released, or after failing to take it
+        # back at all, nothing more may be done in this turn: every later operation raises the
+        # same coordination error.
+        if self._poisoned is not None:
+            raise self._poisoned
 
     async def append(self, entry: Mapping[str, Any]) -> None:
         """Append one entry as this holder (also allowed while released for a prompt).
@@ -233,8 +257,7 @@ class HeldSession:
             async with self.session.lock():
                 before = fingerprint(self.path)
                 if self._fence is not None and before != self._fence:
-                    self._poison(self._fence, before)
-                    raise self._takeover  # type: ignore[misc]
+                    raise self._poison(self._fence, before)
                 fp = _append_line(self.path, line, self.session.fsync)
         if self._fence is not None:
             self._fence = fp
@@ -246,27 +269,33 @@ class HeldSession:
             return await anyio.to_thread.run_sync(_read, self.path)
         return await self.session.read()
 
-    def _poison(self, before: Fingerprint, after: Fingerprint) -> None:
-        self._takeover = SessionTakeoverError(
+    def _poison(self, before: Fingerprint, after: Fingerprint) -> SessionTakeoverError:
+        takeover = SessionTakeoverError(
             f"session file changed while prompt lock was released: {self.path}",
             path=str(self.path),
             before=before,
             after=after,
         )
+        self._poisoned = takeover
+        return takeover
 
-    async def _restore(self) -> SessionTakeoverError | SessionWriteLockTimeoutError | None:
+    async def _restore(self) -> CoordinationError | None:
         """Re-acquire the lock and compare the file with the fence; the coordination error
         found (and now poisoning this session), or None."""
         try:
             await self._lock.acquire(reacquire=True)
-        except SessionWriteLockTimeoutError as timeout:
+        except (SessionWriteLockTimeoutError, SessionIOError) as lost:
             self._fence = None
-            self._lost = timeout
-            return timeout
+            self._poisoned = lost
+            return lost
         started = time.time_ns()
         before = self._fence
-        after = fingerprint(self.path)
         self._fence = None
+        try:
+            after = fingerprint(self.path)
+        except SessionIOError as failed:
+            self._poisoned = failed
+            return failed
         takeover = before is not None and after != before
         if self.session.observers:
             dispatch(
@@ -276,8 +305,7 @@ class HeldSession:
             )
         if takeover:
             assert before is not None
-            self._poison(before, after)
-            return self._takeover
+            return self._poison(before, after)
         return None
 
     @contextlib.asynccontextmanager

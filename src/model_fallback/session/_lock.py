@@ -31,17 +31,24 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import anyio
 
-from model_fallback.errors import SessionWriteLockTimeoutError
+from model_fallback.errors import CoordinationError, SessionIOError, SessionWriteLockTimeoutError
 from model_fallback.events import LockAcquired, LockTimedOut, StaleLockReclaimed, dispatch
 
-__all__ = ["SessionLockPathError", "SessionWriteLock", "pid_alive", "process_start_time"]
+__all__ = [
+    "SessionLockPathError",
+    "SessionWriteLock",
+    "pid_alive",
+    "process_start_time",
+    "session_io",
+    "session_io_error",
+]
 
 _log = logging.getLogger("model_fallback.session")
 _HOST = socket.gethostname()
@@ -62,8 +69,58 @@ def _flock_nb(fd: int, op: int) -> bool:
     return True
 
 
-class SessionLockPathError(OSError):
-    """The lock path cannot be used safely (it is a symlink, or not a regular file)."""
+class SessionLockPathError(SessionIOError):
+    """A lock or session path cannot be used safely (it is a symlink, or not a regular file).
+
+    A :class:`~model_fallback.SessionIOError` (coordination kind ``session_io``, also an
+    :class:`OSError`): whoever put it there, it is a local condition, never a model failure.
+    """
+
+
+class _SessionPermissionError(SessionIOError, PermissionError):
+    """A :class:`~model_fallback.SessionIOError` that is also the :class:`PermissionError` this
+    condition always raised (EACCES, EPERM, EROFS)."""
+
+
+class _SessionFileNotFoundError(SessionIOError, FileNotFoundError):
+    """A :class:`~model_fallback.SessionIOError` that is also the :class:`FileNotFoundError`
+    this condition always raised (ENOENT: the session directory is missing)."""
+
+
+def session_io_error(
+    exc: OSError, operation: str, path: str | os.PathLike[str], message: str | None = None
+) -> SessionIOError:
+    """The :class:`~model_fallback.SessionIOError` for *exc*, an OS error of a session operation.
+
+    EACCES/EPERM/EROFS give one that is also a :class:`PermissionError`, ENOENT one that is also
+    a :class:`FileNotFoundError`, so code catching those keeps working. The caller raises it
+    ``from exc``.
+    """
+    code = exc.errno
+    cls: type[SessionIOError] = SessionIOError
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        cls = _SessionPermissionError
+    elif code == errno.ENOENT:
+        cls = _SessionFileNotFoundError
+    if message is None:
+        what = exc.strerror or str(exc) or type(exc).__name__
+        message = f"session {operation} failed: {what}: {exc.filename or path}"
+    return cls(message, path=str(path), operation=operation, errno=code)
+
+
+@contextlib.contextmanager
+def session_io(operation: str, path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn an :class:`OSError` raised inside into a :class:`~model_fallback.SessionIOError`.
+
+    Coordination errors (a lock timeout is also an OSError) and errors that already are
+    session I/O errors pass unchanged.
+    """
+    try:
+        yield
+    except (CoordinationError, SessionIOError):
+        raise
+    except OSError as exc:
+        raise session_io_error(exc, operation, path) from exc
 
 
 def process_start_time(pid: int) -> int | None:
@@ -131,7 +188,9 @@ class SessionWriteLock:
 
     Raises:
         SessionLockPathError: the lock path is a symlink or not a regular file.
-        PermissionError: the directory cannot be written (raised at once, not a timeout).
+        SessionIOError: any other local OS error while acquiring; for a directory that cannot
+            be written (raised at once, not a timeout) it is also a ``PermissionError``, for a
+            missing directory also a ``FileNotFoundError``.
     """
 
     def __init__(
@@ -160,32 +219,35 @@ class SessionWriteLock:
         """Whether this object holds the lock now."""
         return self._fd is not None
 
-    def _open(self) -> tuple[int, os.stat_result]:
+    def _open(self, operation: str) -> tuple[int, os.stat_result]:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(self.lock_path, flags, 0o644)
         except OSError as exc:
+            message = None
             if exc.errno == errno.ELOOP:
                 raise SessionLockPathError(
-                    errno.ELOOP, f"refusing a session lock path that is a symlink: {self.lock_path}"
-                ) from None
+                    f"refusing a session lock path that is a symlink: {self.lock_path}",
+                    path=str(self.path),
+                    operation=operation,
+                    errno=errno.ELOOP,
+                ) from exc
             if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise PermissionError(
-                    exc.errno,
+                message = (
                     f"cannot create the session lock {self.lock_path}: directory "
-                    f"{self.lock_path.parent} is not writable ({exc.strerror})",
-                ) from None
-            if exc.errno == errno.ENOENT:
-                raise FileNotFoundError(
-                    errno.ENOENT,
-                    f"cannot create the session lock: directory {self.lock_path.parent} does not exist",
-                ) from None
-            raise
+                    f"{self.lock_path.parent} is not writable ({exc.strerror})"
+                )
+            elif exc.errno == errno.ENOENT:
+                message = f"cannot create the session lock: directory {self.lock_path.parent} does not exist"
+            raise session_io_error(exc, operation, self.path, message) from exc
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise SessionLockPathError(
-                errno.EINVAL, f"session lock path is not a regular file: {self.lock_path}"
+                f"session lock path is not a regular file: {self.lock_path}",
+                path=str(self.path),
+                operation=operation,
+                errno=errno.EINVAL,
             )
         return fd, st
 
@@ -254,8 +316,17 @@ class SessionWriteLock:
         payload = json.dumps(
             {"pid": os.getpid(), "start_time": _SELF_START, "host": _HOST, "created_at": time.time()}
         ).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, payload, 0)
+        try:
+            os.ftruncate(fd, 0)
+            written = 0
+            while written < len(payload):  # a short write is retried: the retry says why (ENOSPC)
+                written += os.pwrite(fd, payload[written:], written)
+        except OSError:
+            # A holder nobody can identify (or break when stuck) must not exist: give it back.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            raise
 
     def _reclaimed(self, reason: str, owner_pid: int | None) -> None:
         self.reclaims += 1
@@ -310,22 +381,30 @@ class SessionWriteLock:
     async def acquire(self, *, reacquire: bool = False) -> None:
         """Wait for the lock (never blocking the event loop).
 
+        Args:
+            reacquire: this is a held session taking its lock back after a prompt (reported
+                to observers, and as the ``operation`` of a :class:`SessionIOError`).
+
         Raises:
             SessionWriteLockTimeoutError: not acquired within ``acquire_timeout``.
+            SessionIOError: a local OS error (directory gone or not writable, disk full,
+                no descriptors left, a symlink or non-regular file at the lock path).
             RuntimeError: this object already holds the lock.
         """
         if self._fd is not None:
             raise RuntimeError(f"this SessionWriteLock already holds {self.lock_path}")
+        operation = "reacquire" if reacquire else "acquire"
         start_ns = time.time_ns()
         t0 = time.monotonic()
         deadline = t0 + self.acquire_timeout
-        fd, opened = self._open()  # first: a bad lock path is refused before anything else
-        bfd = self._open_break()
-        try:
-            await self._acquire_loop(fd, opened, bfd, start_ns, t0, deadline, reacquire)
-        finally:
-            if bfd is not None:
-                os.close(bfd)
+        with session_io(operation, self.path):
+            fd, opened = self._open(operation)  # first: a bad lock path is refused before anything else
+            bfd = self._open_break()
+            try:
+                await self._acquire_loop(fd, opened, bfd, start_ns, t0, deadline, reacquire)
+            finally:
+                if bfd is not None:
+                    os.close(bfd)
 
     async def _acquire_loop(
         self,
@@ -362,7 +441,7 @@ class SessionWriteLock:
             if last_stuck_check is None or now - last_stuck_check >= 1.0:
                 last_stuck_check = now
                 if self._break_if_stuck(bfd):
-                    fd, opened = self._open()
+                    fd, opened = self._open("reacquire" if reacquire else "acquire")
                     continue
             if now >= deadline:
                 pid, alive, _created = self._owner()
@@ -385,7 +464,7 @@ class SessionWriteLock:
                 raise err
             await anyio.sleep(min(delay, max(0.0, deadline - now)))
             delay = min(delay * 1.5, _POLL_MAX)
-            fd, opened = self._open()
+            fd, opened = self._open("reacquire" if reacquire else "acquire")
 
     def release(self) -> None:
         """Release the lock (clearing our metadata first). A no-op when not held."""
