@@ -251,3 +251,121 @@ def test_read_only_filesystem_during_the_prompt_is_session_io(tmp_path: Path) ->
     out = run_json(in_tmpfs(tmp_path, PROMPT_FAULT, "erofs"))
     expect_local_abort(out, errno.EROFS)
     assert out["operation"] == "reacquire"
+
+
+APPEND_FAULT = textwrap.dedent(
+    """
+    import errno, json, os, resource, signal, sys
+    import anyio
+    import model_fallback as mf
+    from model_fallback.session import SessionFile
+
+    directory, fault = sys.argv[1], sys.argv[2]
+    path = os.path.join(directory, "s.jsonl")
+    filler = os.path.join(directory, "filler")
+    out = {}
+
+    def fill_disk():
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+        for chunk in (4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\\0" * chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+        os.close(fd)
+
+    async def main():
+        sf = SessionFile(path, lock_timeout=2)
+        await sf.append({"n": 1, "pad": "a" * 2000})
+        size = os.path.getsize(path)
+        async with sf.locked() as held:
+            if fault == "efbig":
+                # Writes past size + 100 bytes stop short at the limit; the next one is EFBIG.
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, resource.RLIM_INFINITY))
+            else:
+                fill_disk()
+            try:
+                await held.append({"n": 2, "pad": "b" * 20000})
+                out["failed"] = None
+            except OSError as exc:
+                out["failed"] = [type(exc).__name__, exc.errno, mf.coordination_kind(exc)]
+            out["size_kept"] = os.path.getsize(path) == size
+            # Still at the limit / still full: a short line fits where the partial one was.
+            await held.append({"n": 3})
+            # the condition goes away: later appends work, in the same holder and in others
+            if fault == "efbig":
+                resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            else:
+                os.unlink(filler)
+            await held.append({"n": 4})
+        await sf.append({"n": 5})
+        t = await sf.read()
+        out["entries"] = [e["n"] for e in t]
+        out["clean"] = t.clean
+        print(json.dumps(out))
+
+    anyio.run(main)
+    """
+)
+
+
+def expect_rolled_back(out: dict[str, Any], expected_errno: int) -> None:
+    assert out["failed"] == ["SessionIOError", expected_errno, "session_io"], out
+    assert out["size_kept"], "the failed append left a partial line behind"
+    assert out["entries"] == [1, 3, 4, 5] and out["clean"], out
+
+
+def test_append_cut_short_by_efbig_is_rolled_back(tmp_path: Path) -> None:
+    """EFBIG for real (RLIMIT_FSIZE, SIGXFSZ ignored): the write stops short at the limit and the
+    next write fails. The partial line is truncated away and the error is a session_io error; a
+    short line still fits under the limit, and once it is lifted appends go on; the transcript
+    reads clean."""
+    out = run_json([sys.executable, "-c", APPEND_FAULT, str(tmp_path), "efbig"])
+    expect_rolled_back(out, errno.EFBIG)
+
+
+def test_append_cut_short_by_a_full_disk_is_rolled_back(tmp_path: Path) -> None:
+    """ENOSPC for real (a full 64 KiB tmpfs): the 20 KB line fills the last page and fails. The
+    partial line is truncated away, so a short line still fits in the disk's last page; after
+    space is freed, appends go on; the transcript is clean."""
+    out = run_json(in_tmpfs(tmp_path, APPEND_FAULT, "enospc"))
+    expect_rolled_back(out, errno.ENOSPC)
+
+
+FAILED_APPEND_IN_PROMPT = textwrap.dedent(
+    """
+    import json, os, resource, signal, sys
+    import anyio
+    import model_fallback as mf
+    from model_fallback.session import SessionFile
+
+    async def main(path):
+        sf = SessionFile(path, lock_timeout=2)
+        out = {}
+        async with sf.locked() as held:
+            await held.append({"n": 1, "pad": "a" * 2000})
+            async with held.released_for_prompt():
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path) + 100, resource.RLIM_INFINITY))
+                try:
+                    await held.append({"n": 2, "pad": "b" * 20000})
+                except mf.SessionIOError as exc:
+                    out["failed"] = exc.errno
+                resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            await held.append({"n": 3})
+        out["entries"] = [e["n"] for e in await sf.read()]
+        print(json.dumps(out))
+
+    anyio.run(main, sys.argv[1])
+    """
+)
+
+
+def test_own_failed_append_during_the_prompt_is_not_a_takeover(tmp_path: Path) -> None:
+    """This holder's own append fails (EFBIG) while the prompt is out and is rolled back; the
+    rollback moved the file's mtime, but it was this holder's doing: the fence must not call it
+    a takeover, and the turn goes on."""
+    out = run_json([sys.executable, "-c", FAILED_APPEND_IN_PROMPT, str(tmp_path / "s.jsonl")])
+    assert out == {"failed": errno.EFBIG, "entries": [1, 3]}

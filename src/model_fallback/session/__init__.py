@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from model_fallback.errors import SessionIOError
 from model_fallback.session._file import Fingerprint, HeldSession, SessionFile, Transcript, fingerprint
 from model_fallback.session._lock import SessionLockPathError, SessionWriteLock, pid_alive
 from model_fallback.session._turn import run_embedded_turn
@@ -20,6 +21,7 @@ __all__ = [
     "Fingerprint",
     "HeldSession",
     "SessionFile",
+    "SessionIOError",
     "SessionLockPathError",
     "SessionWriteLock",
     "Transcript",

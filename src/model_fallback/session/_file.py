@@ -119,11 +119,19 @@ def _append_line_io(path: Path, line: bytes, fsync: bool) -> Fingerprint:
         if size and os.pread(fd, 1, size - 1) != b"\n":
             line = b"\n" + line
         view = memoryview(line)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        if fsync:
-            os.fsync(fd)
+        try:
+            while view:  # a short write is retried: the retry says why it stopped (ENOSPC, EFBIG)
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        except BaseException as exc:
+            # Nothing of a failed append may stay: a partial line would be read back as an
+            # invalid line, and at a space or size limit it would keep every later append failing.
+            try:
+                os.ftruncate(fd, size)
+            except OSError as undo:
+                exc.add_note(f"the partial line could not be removed: {undo}")
+            raise
         return _fingerprint_of(os.fstat(fd))
     finally:
         os.close(fd)
@@ -258,7 +266,13 @@ class HeldSession:
                 before = fingerprint(self.path)
                 if self._fence is not None and before != self._fence:
                     raise self._poison(self._fence, before)
-                fp = _append_line(self.path, line, self.session.fsync)
+                try:
+                    fp = _append_line(self.path, line, self.session.fsync)
+                except SessionIOError:
+                    # Our failed write was rolled back, but the rollback moved mtime: our doing.
+                    if self._fence is not None:
+                        self._fence = fingerprint(self.path)
+                    raise
         if self._fence is not None:
             self._fence = fp
 
