@@ -22,7 +22,8 @@ import anyio
 import anyio.lowlevel
 
 import model_fallback as mf
-from model_fallback.classify import _leaf_cache, analyze
+from model_fallback.classify import analyze
+from model_fallback.classify._types import CACHED
 
 
 def _rss_mib() -> float:
@@ -48,6 +49,11 @@ def bench_classifier(number: int) -> None:
     plain = Exception("Too Many Requests")
     plain.status = 429  # type: ignore[attr-defined]
 
+    class TooManyRequests(Exception):  # noqa: N818 - named as SDKs name theirs
+        status = 429
+
+    leaf = TooManyRequests("Too Many Requests")  # an SDK-style class with its status on the class
+
     inner: BaseException = mf.SessionWriteLockTimeoutError(path="/s/a.jsonl", waited_s=60, owner_pid=1)
     for i in range(24):
         outer = RuntimeError(f"layer {i}")
@@ -58,7 +64,7 @@ def bench_classifier(number: int) -> None:
 
     def uncached(err: BaseException) -> Any:
         def run() -> Any:
-            _leaf_cache.clear()
+            CACHED.leaves.clear()
             return analyze(err)
 
         return run
@@ -66,8 +72,10 @@ def bench_classifier(number: int) -> None:
     baseline = _per_call_us(lambda: isinstance(plain, TimeoutError), number)
     rows = [
         ("isinstance() baseline", baseline),
+        ("repeated 429, status on the class", _per_call_us(lambda: analyze(leaf), number)),
         ("plain 429 (cached leaf)", _per_call_us(lambda: analyze(plain), number)),
         ("plain 429 (cold)", _per_call_us(uncached(plain), number // 4)),
+        ("plain 429, provider hint (cached)", _per_call_us(lambda: analyze(plain, "openai"), number)),
         ("message-only (cached leaf)", _per_call_us(lambda: analyze(message_only), number)),
         ("message-only (cold)", _per_call_us(uncached(message_only), number // 4)),
         ("25-deep chain to a lock timeout", _per_call_us(lambda: analyze(deep), number // 4)),

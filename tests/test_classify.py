@@ -50,7 +50,8 @@ def _lock() -> mf.SessionWriteLockTimeoutError:
         (422, "This model's maximum context length is 8192 tokens", R.CONTEXT_OVERFLOW),
         (499, "client closed request", R.TIMEOUT),
         (502, "bad gateway", R.SERVER_ERROR),
-        (503, "Service Unavailable", R.SERVER_ERROR),
+        (503, "Service Unavailable", R.OVERLOADED),  # RFC 9110: temporary overload or maintenance
+        (503, "Internal database error", R.SERVER_ERROR),
         (504, "gateway timeout", R.TIMEOUT),
         (522, "origin connection timed out", R.TIMEOUT),
         (524, "a timeout occurred", R.TIMEOUT),
@@ -193,20 +194,29 @@ def test_takeover_itself_wins_whatever_lies_beneath() -> None:
     assert classify_failure(t) is None
 
 
-def test_deep_lock_found_within_depth_limit_only() -> None:
-    """A lock at depth < 25 is found; one deeper than the limit is not reached."""
+def test_a_lock_is_found_at_any_depth() -> None:
+    """Our own coordination types are found past the full read's depth and node limits
+    (an identity-only scan), and explicit provider metadata above still wins."""
 
-    def chain(depth: int) -> Exception:
+    def chain(depth: int, top_status: int | None = None) -> Exception:
         inner: BaseException = _lock()
         for i in range(depth):
             outer = RuntimeError(f"layer {i}")
             outer.__cause__ = inner
             inner = outer
         assert isinstance(inner, Exception)
+        if top_status is not None:
+            inner.status = top_status  # type: ignore[attr-defined]
         return inner
 
     assert is_coordination_error(chain(MAX_DEPTH - 1))
-    assert not is_coordination_error(chain(MAX_DEPTH + 5))
+    assert coordination_kind(chain(MAX_DEPTH + 5)) == "write_lock_timeout"
+    assert coordination_kind(chain(3000)) == "write_lock_timeout"
+    assert classify_failure(chain(3000, top_status=429)) is R.RATE_LIMIT
+    assert not is_coordination_error(chain(3000, top_status=429))
+    # ... in a wide group too, past the 64 members read in full
+    members = [ValueError(str(i)) for i in range(300)] + [_lock()]
+    assert coordination_kind(ExceptionGroup("many", members)) == "write_lock_timeout"
 
 
 def test_registered_coordination_types() -> None:

@@ -46,6 +46,9 @@ class Outcome(enum.StrEnum):
     CANCELLED = "cancelled"
     ABORTED = "aborted"
     SKIPPED = "skipped"
+    CALLER_ERROR = "caller_error"
+    """A bug in the caller's own code (a ``NameError`` in ``run``): never charged to the
+    model, no cooldown, no further candidate called."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -96,7 +99,7 @@ class Attempt(NamedTuple):
         index: its position in the de-duplicated chain (0 = primary).
         outcome: what happened (:class:`Outcome`).
         reason: the provider failure reason, or the cooldown reason for a skip; ``None``
-            for success, cancellation and coordination aborts.
+            for success, cancellation, coordination aborts and caller errors.
         coordination_kind: ``"session_takeover"``, ``"write_lock_timeout"`` or a registered
             kind when ``outcome`` is ``coordination_abort``.
         error: the exception the candidate raised, if any.

@@ -13,6 +13,9 @@ For each candidate, in order (duplicates dropped):
    the candidate, no cooldown.
 5. A coordination error propagates at once, unchanged: outcome ``coordination_abort``,
    no cooldown, no further candidate called; observers learn how many were left untried.
+   A bug in the caller's own code (a Python programming error with no provider signal in
+   its chain, see :func:`~model_fallback.classify.analyze`) does the same with outcome
+   ``caller_error``, unless ``policy.stop_on_caller_error`` is False.
 6. A reason in ``policy.stop_on`` (default ``{context_overflow}``) or a
    ``policy.should_fallback`` veto propagates the original error: outcome ``aborted``.
 7. Otherwise the outcome is ``provider_failure`` with its reason (``unknown`` when
@@ -82,12 +85,19 @@ class FallbackPolicy:
             not fit a smaller model either; compact and retry instead).
         should_fallback: optional veto called with the failed :class:`Attempt`; returning
             False aborts the run with the original error (outcome ``aborted``).
+        stop_on_caller_error: a bug in the caller's own code (``NameError``,
+            ``TypeError``, ... raised outside any provider SDK, with no provider signal
+            in its chain) stops the run with the original error, outcome
+            ``caller_error``, charged to no model (default). False restores the old
+            behaviour: it counts as a provider failure with reason ``unknown`` and the
+            chain goes on.
     """
 
     stop_on: frozenset[FailoverReason] = field(
         default_factory=lambda: frozenset({FailoverReason.CONTEXT_OVERFLOW})
     )
     should_fallback: Callable[[Attempt], bool] | None = None
+    stop_on_caller_error: bool = True
 
     def __post_init__(self) -> None:
         try:
@@ -97,6 +107,8 @@ class FallbackPolicy:
         object.__setattr__(self, "stop_on", reasons)
         if self.should_fallback is not None and not callable(self.should_fallback):
             raise TypeError("should_fallback must be callable or None")
+        if not isinstance(self.stop_on_caller_error, bool):
+            raise TypeError("stop_on_caller_error must be a bool")
 
 
 _DEFAULT_POLICY = FallbackPolicy()
@@ -233,6 +245,8 @@ async def run_with_model_fallback(
         AllCandidatesFailedError: every candidate failed or was skipped.
         CoordinationError: (or any error classified as one) unchanged, on the candidate
             that hit it; no further candidate is called.
+        Exception: a bug in the caller's own code (``NameError``, ``TypeError``, ...)
+            unchanged, on the candidate that hit it (unless the policy says otherwise).
         BaseException: cancellation and other non-``Exception`` errors, unchanged.
         Exception: the original error when the policy stops the run.
         TypeError, ValueError: invalid arguments, before any call.
@@ -270,6 +284,7 @@ async def run_with_model_fallback(
     n = len(chain)
     stop_on = policy.stop_on
     should_fallback = policy.should_fallback
+    stop_on_caller_error = policy.stop_on_caller_error
 
     for index, candidate in enumerate(chain):
         probe = False
@@ -303,8 +318,17 @@ async def run_with_model_fallback(
                     value = await run(candidate)
         except Exception as exc:
             elapsed = _perf() - t0
-            info = analyze(exc)
+            info = analyze(exc, candidate.provider)
             kind = info.coordination_kind
+            if info.caller_error is not None and stop_on_caller_error:
+                attempts.append(
+                    Attempt(
+                        candidate, index, Outcome.CALLER_ERROR, None, None, exc, elapsed,
+                        info.status, info.code,
+                    )
+                )  # fmt: skip
+                _stopped(h, run_id, RunOutcome.CALLER_ERROR, attempts, started, exc, 0)
+                raise
             if kind is not None:
                 attempts.append(
                     Attempt(

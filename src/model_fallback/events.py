@@ -64,6 +64,7 @@ class RunOutcome(enum.StrEnum):
     COORDINATION_ABORT = "coordination_abort"
     CANCELLED = "cancelled"
     ABORTED = "aborted"
+    CALLER_ERROR = "caller_error"
 
 
 # --- driver events -------------------------------------------------------------------

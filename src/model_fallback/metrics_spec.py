@@ -50,11 +50,13 @@ GENAI_DURATION_BUCKETS: tuple[float, ...] = (
 DEPTH_BUCKETS: tuple[float, ...] = (0, 1, 2, 3, 4, 5, 7, 10)
 """Buckets of the fallback depth histogram (index of the candidate that served)."""
 
-RUN_OUTCOMES: tuple[str, ...] = ("success", "exhausted", "coordination_abort", "cancelled", "aborted")
-ATTEMPT_OUTCOMES: tuple[str, ...] = (
-    "success", "provider_failure", "coordination_abort", "cancelled", "aborted", "skipped",
+RUN_OUTCOMES: tuple[str, ...] = (
+    "success", "exhausted", "coordination_abort", "cancelled", "aborted", "caller_error",
 )  # fmt: skip
-COORDINATION_KINDS: tuple[str, ...] = ("session_takeover", "write_lock_timeout")
+ATTEMPT_OUTCOMES: tuple[str, ...] = (
+    "success", "provider_failure", "coordination_abort", "cancelled", "aborted", "skipped", "caller_error",
+)  # fmt: skip
+COORDINATION_KINDS: tuple[str, ...] = ("session_takeover", "write_lock_timeout", "session_io")
 STALE_REASONS: tuple[str, ...] = (
     "dead_pid", "recycled_pid", "too_old", "kernel_released", "orphan_self", "foreign_host",
     "invalid_metadata",
