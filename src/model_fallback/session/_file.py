@@ -83,10 +83,47 @@ class Transcript(list[dict[str, Any]]):
         return self.torn_tail is None and not self.invalid_lines
 
 
+_CONTAINERS = (dict, list, tuple)
+
+
 def _encode(entry: Mapping[str, Any]) -> bytes:
+    """One transcript line for *entry*: standard JSON that reads back as the same value.
+
+    Raises:
+        TypeError: not a mapping, a value JSON cannot hold, or a key that is not a string.
+        ValueError: NaN or an infinity, a circular reference, or nesting too deep to encode.
+    """
     if not isinstance(entry, Mapping):
         raise TypeError(f"a transcript entry must be a mapping, got {type(entry).__name__}")
-    return (json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    try:
+        text = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        raise ValueError("a transcript entry is nested too deeply to encode") from None
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise ValueError(
+                "a transcript entry must be standard JSON: NaN or Infinity is not allowed "
+                "(other JSON readers reject it)"
+            ) from None
+        raise
+    # json.dumps writes 1, 2.5, True and None keys as strings: {1: "a", "1": "b"} would lose a
+    # value and {1: "a"} would read back as {"1": "a"}. dumps already refused cycles, so this
+    # walk ends.
+    stack: list[Any] = [entry]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if not isinstance(key, str):
+                    raise TypeError(
+                        f"transcript entry keys must be strings, got {key!r} ({type(key).__name__}): "
+                        "JSON would turn it into a string and it would not read back the same"
+                    )
+                if isinstance(value, _CONTAINERS):
+                    stack.append(value)
+        else:
+            stack.extend(v for v in node if isinstance(v, _CONTAINERS))
+    return (text + "\n").encode("utf-8")
 
 
 def _append_line(path: Path, line: bytes, fsync: bool) -> Fingerprint:
@@ -153,7 +190,7 @@ def _read(path: Path) -> Transcript:
             continue
         try:
             entry = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a line nested too deep to decode
             invalid.append(i)
             continue
         if isinstance(entry, dict):
