@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,12 @@ _log = logging.getLogger("model_fallback.session")
 class Fingerprint:
     """What one ``stat`` says about a session file (O(1) in its size).
 
+    Two fingerprints are equal when ``exists``, ``dev``, ``inode``, ``size`` and ``mtime_ns``
+    are: the fields a change of *content* moves (a write moves mtime, an append also the size,
+    a replacement the inode). ``ctime_ns`` is kept for diagnostics but not compared: chmod,
+    chown, a new hard link or an atime-only ``utime`` move it without touching the content,
+    and none of those is a takeover.
+
     Attributes:
         exists: whether the file exists.
         dev, inode, size, mtime_ns, ctime_ns: from ``os.stat`` (0 when missing).
@@ -43,7 +49,7 @@ class Fingerprint:
     inode: int = 0
     size: int = 0
     mtime_ns: int = 0
-    ctime_ns: int = 0
+    ctime_ns: int = field(default=0, compare=False)
 
 
 def fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
@@ -314,11 +320,24 @@ class HeldSession:
             self._fence = fp
 
     async def read(self) -> Transcript:
-        """Read the transcript (no extra locking while held)."""
+        """Read the transcript (no extra locking while held).
+
+        While released (during a prompt, or after a cancelled one) it takes the lock briefly
+        and, like :meth:`append`, first compares the pending fence.
+
+        Raises:
+            SessionTakeoverError: the session was taken over (now or earlier in this turn).
+            SessionWriteLockTimeoutError: the lock was lost earlier in this turn.
+            SessionIOError: a local OS error (also one that poisoned this turn earlier).
+        """
         self._check_poisoned()
         if self._lock.held:
             return await anyio.to_thread.run_sync(_read, self.path)
-        return await self.session.read()
+        async with self.session.lock():
+            current = fingerprint(self.path)
+            if self._fence is not None and current != self._fence:
+                raise self._poison(self._fence, current)
+            return await anyio.to_thread.run_sync(_read, self.path)
 
     def _poison(self, before: Fingerprint, after: Fingerprint) -> SessionTakeoverError:
         takeover = SessionTakeoverError(
