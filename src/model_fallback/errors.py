@@ -237,13 +237,20 @@ class SessionIOError(CoordinationError, OSError):
 
 
 def _summary(attempts: Sequence[Attempt]) -> str:
+    """The message of :class:`AllCandidatesFailedError`: what applications log, so each
+    error text is redacted (API keys, tokens) *before* it is shortened — a cut made first can
+    leave a piece of a key too short to be recognised."""
+    from model_fallback._redact import redact
+
     parts = []
     for a in attempts:
         if a.error is not None:
             text = str(a.error) if not isinstance(a.error, FailoverError) else a.error.message
         else:
             text = a.outcome.value
-        text = " ".join(text.split())[:200]
+        text = " ".join(redact(text, limit=2000).split())
+        if len(text) > 200:
+            text = text[:199] + "…"
         reason = f" ({a.reason.value})" if a.reason is not None else ""
         parts.append(f"{a.candidate}: {text}{reason}")
     return f"All models failed ({len(attempts)}): " + " | ".join(parts)
