@@ -4,15 +4,19 @@ fails the test instead of freezing the suite."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import anyio
 import pytest
 
 import model_fallback as mf
-from model_fallback.session import SessionFile
+from model_fallback.session import SessionFile, SessionLockPathError
 
 pytestmark = pytest.mark.anyio
 
@@ -146,3 +150,87 @@ async def test_non_string_keys_are_refused_before_any_write(
     with pytest.raises(TypeError, match="keys must be strings"):
         await sf.append(entry)  # type: ignore[arg-type]
     assert path.stat().st_size == size
+
+
+# --- item 5: non-regular files at the session path --------------------------------------
+
+
+async def test_append_to_a_fifo_is_refused_not_lost(tmp_path: Path) -> None:
+    """A FIFO at the session path: the append used to be acknowledged into the pipe and lost.
+    It is refused (a session_io error), and nothing waits."""
+    path = tmp_path / "s.jsonl"
+    os.mkfifo(path)
+    sf = SessionFile(path, lock_timeout=2)
+    with pytest.raises(SessionLockPathError, match="not a regular file") as info:
+        await sf.append({"lost": True})
+    assert mf.coordination_kind(info.value) == "session_io"
+
+
+FIFO = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import anyio
+    import model_fallback as mf
+    from model_fallback.session import SessionFile
+
+    async def main(path):
+        os.mkfifo(path)
+        sf = SessionFile(path, lock_timeout=2)
+        out, ticks = {}, 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await anyio.sleep(0.005)
+                ticks += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            for name, op in (("append", lambda: sf.append({"pad": "x" * 1_000_000})), ("read", sf.read)):
+                try:
+                    await op()
+                    out[name] = "ok"
+                except mf.SessionIOError as exc:
+                    out[name] = [mf.coordination_kind(exc), "not a regular file" in str(exc)]
+            async with sf.locked() as held:
+                try:
+                    await held.read()
+                    out["held_read"] = "ok"
+                except mf.SessionIOError as exc:
+                    out["held_read"] = [mf.coordination_kind(exc), "not a regular file" in str(exc)]
+            await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+        out["loop_ran"] = ticks > 5
+        print(json.dumps(out))
+
+    anyio.run(main, sys.argv[1])
+    """
+)
+
+
+def test_large_append_and_read_of_a_fifo_neither_block_nor_hang(tmp_path: Path) -> None:
+    """A 1 MB append to a FIFO used to block the event loop forever (the pipe holds 64 KiB) and
+    read() used to hang holding the lock (opening a FIFO for reading waits for a writer). Both
+    are refused at once; the loop keeps running. Run in a subprocess: a hang fails the test."""
+    proc = subprocess.run(
+        [sys.executable, "-c", FIFO, str(tmp_path / "s.jsonl")], capture_output=True, text=True, timeout=10
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    refused = ["session_io", True]
+    assert out == {"append": refused, "read": refused, "held_read": refused, "loop_ran": True}
+
+
+async def test_read_does_not_follow_a_symlinked_session_path(tmp_path: Path) -> None:
+    """read() refuses a symlink at the session path, like append() does, instead of serving the
+    target's lines as the transcript."""
+    target = tmp_path / "elsewhere.jsonl"
+    target.write_text('{"secret": 1}\n')
+    path = tmp_path / "s.jsonl"
+    path.symlink_to(target)
+    sf = SessionFile(path, lock_timeout=2)
+    with pytest.raises(SessionLockPathError, match="symlink"):
+        await sf.read()
+    async with sf.locked() as held:
+        with pytest.raises(SessionLockPathError, match="symlink"):
+            await held.read()

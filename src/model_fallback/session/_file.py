@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -142,20 +143,39 @@ def _append_line(path: Path, line: bytes, fsync: bool) -> Fingerprint:
         return _append_line_io(path, line, fsync)
 
 
-def _append_line_io(path: Path, line: bytes, fsync: bool) -> Fingerprint:
+def _open_regular(path: Path, flags: int, operation: str) -> tuple[int, os.stat_result]:
+    """Open *path* without following a symlink and without blocking (a FIFO or a device opens
+    at once), and refuse anything but a regular file."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise SessionLockPathError(
                 f"refusing a session file that is a symlink: {path}",
                 path=str(path),
-                operation="append",
+                operation=operation,
                 errno=errno.ELOOP,
             ) from exc
         raise
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SessionLockPathError(
+                f"refusing a session file that is not a regular file: {path}",
+                path=str(path),
+                operation=operation,
+                errno=errno.EINVAL,
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _append_line_io(path: Path, line: bytes, fsync: bool) -> Fingerprint:
+    fd, st = _open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, "append")
+    try:
+        size = st.st_size
         # A writer that died mid-line left a torn tail: start on a fresh line so that the
         # fragment stays a (reported) invalid line and our entry stays whole. (pread on the
         # same descriptor: no second open per append.)
@@ -184,10 +204,11 @@ def _read(path: Path) -> Transcript:
     out = Transcript()
     with session_io("read", path):
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            fd, _ = _open_regular(path, os.O_RDONLY, "read")
         except FileNotFoundError:
             return out
+        with open(fd, "rb", closefd=True) as f:
+            data = f.read()
     lines = data.split(b"\n")
     tail = lines.pop()  # after the last newline: empty unless the last line is torn
     invalid = []
