@@ -337,6 +337,77 @@ def test_cardinality_is_capped() -> None:
     assert total == 10_000
 
 
+def _long_names(n: int, size: int) -> list[str]:
+    """*n* provider/model names of ~*size* characters that differ only at their very end."""
+    return [f"{'p' * size}/{'m' * size}-{i}" for i in range(n)]
+
+
+def _scrape(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        body: bytes = resp.read()
+    return body
+
+
+def test_long_label_values_are_capped_in_a_real_scrape() -> None:
+    """max_label_pairs bounds the number of series, and the label length bounds their size:
+    150 candidates with 10 KB provider and model names, one failed attempt each, scraped over
+    HTTP: every provider/model value is at most 128 characters, the 150 stay distinct (a short
+    hash ends a capped value), and the scrape is ~2 MB (it was 109 MB before the cap)."""
+    import socket
+
+    from model_fallback import telemetry
+
+    names = _long_names(150, 10_000)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    handle = telemetry.configure(
+        prometheus_port=port, registry=CollectorRegistry(), candidates=names, otel=False
+    )
+    try:
+        with pytest.raises(mf.AllCandidatesFailedError):
+            anyio.run(lambda: mf.run_with_model_fallback(
+                script({n.split("/")[1]: http_error(429, "slow") for n in names}), names, observers=handle.observers,
+            ))  # fmt: skip
+        assert handle.prometheus_url is not None
+        body = _scrape(handle.prometheus_url)
+    finally:
+        handle.shutdown()
+    print(f"\nscrape with 150 candidates of 2 x 10 KB names: {len(body) / 1e3:.0f} KB")
+    values = set(re.findall(r'model="([^"]*)"', body.decode()))
+    providers = set(re.findall(r'provider="([^"]*)"', body.decode()))
+    assert len(values) == 150 and max(map(len, values)) <= 128
+    assert max(map(len, providers)) <= 128
+    assert max(map(len, body.splitlines())) < 600
+    assert len(body) < 3_000_000  # ~40 lines per candidate (two histograms) x ~340 bytes
+
+
+async def test_long_label_values_are_capped_in_otel_metrics_and_spans(otel: Any) -> None:
+    """The OTel observer caps provider/model attribute values the same way (the same capped
+    value on metric points, the attempt span's name and attributes)."""
+    obs, exporter, reader, _ = otel
+    names = _long_names(20, 5_000)
+    with pytest.raises(mf.AllCandidatesFailedError):
+        await mf.run_with_model_fallback(
+            script({n.split("/")[1]: http_error(503, "overloaded") for n in names}), names, observers=[obs]
+        )
+    pts = points(reader)
+    models = {p.attributes["model"] for p in pts["model_fallback.attempts"]}
+    assert len(models) == 20 and max(map(len, models)) <= 128
+    assert max(len(p.attributes["provider"]) for p in pts["model_fallback.attempts"]) <= 128
+    genai = {p.attributes["gen_ai.request.model"] for p in pts["gen_ai.client.operation.duration"]}
+    assert genai == models
+    attempt_spans = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert len(attempt_spans) == 20
+    for s in attempt_spans:
+        assert s.attributes["gen_ai.request.model"] in models and len(s.name) <= 200
+        assert len(s.attributes["gen_ai.provider.name"]) <= 128
+    (run,) = spans_by_name(exporter)[spec.SPAN_RUN]
+    assert max(map(len, run.attributes["model_fallback.candidates"])) <= 2 * 128 + 1
+
+
 async def test_exemplars_carry_the_trace_id(otel: Any) -> None:
     """With OTel and Prometheus together, the OpenMetrics exposition has exemplars of the run's trace."""
     obs, exporter, _, _ = otel

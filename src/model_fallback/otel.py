@@ -32,7 +32,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from model_fallback import metrics_spec as spec
 from model_fallback._model import Candidate, FailoverReason, Outcome
-from model_fallback._redact import redact
+from model_fallback._redact import cap_label, redact
 from model_fallback.events import (
     AttemptEnded,
     AttemptStarted,
@@ -91,7 +91,9 @@ class OTelObserver(Observer):
         meter_provider: where metrics go (``None``: the global provider).
         operation: ``gen_ai.operation.name`` of attempts (default ``chat``).
         max_label_pairs: distinct provider/model pairs that get their own metric attribute
-            values; further pairs are recorded as ``_other``.
+            values; further pairs are recorded as ``_other``. Provider and model values (on
+            metrics and spans alike) are capped at 128 characters: a longer one keeps a prefix
+            and a short hash of the whole, so two long names stay distinct.
     """
 
     component = "otel"
@@ -157,7 +159,11 @@ class OTelObserver(Observer):
         key = (c.provider, c.model)  # strings hash in C; a Candidate hashes in Python
         pair = self._pairs.get(key)
         if pair is None:
-            pair = key if len(self._pairs) < self.max_label_pairs else (spec.OTHER, spec.OTHER)
+            pair = (
+                (cap_label(c.provider), cap_label(c.model))
+                if len(self._pairs) < self.max_label_pairs
+                else (spec.OTHER, spec.OTHER)
+            )
             if len(self._pairs) < self.max_label_pairs * 4:
                 self._pairs[key] = pair
         return pair
@@ -178,7 +184,8 @@ class OTelObserver(Observer):
         if span.is_recording():
             chain = event.candidates
             if chain is not self._last_chain:  # the driver reuses the tuple of a repeated chain
-                self._last_chain, self._last_names = chain, [str(c) for c in chain]
+                self._last_chain = chain
+                self._last_names = [f"{cap_label(c.provider)}/{cap_label(c.model)}" for c in chain]
             span.set_attribute(A.CANDIDATES, self._last_names)
         token = otel_context.attach(trace.set_span_in_context(span))
         self._open[event.run_id] = _Run(span, token)
@@ -193,15 +200,16 @@ class OTelObserver(Observer):
         key = (c.provider, c.model, event.index, event.probe)
         found = self._start_attrs.get(key)
         if found is None:
+            model = cap_label(c.model)
             attrs: dict[str, Any] = {
                 A.GEN_AI_OPERATION_NAME: self.operation,
-                A.GEN_AI_PROVIDER_NAME: c.provider,
-                A.GEN_AI_REQUEST_MODEL: c.model,
+                A.GEN_AI_PROVIDER_NAME: cap_label(c.provider),
+                A.GEN_AI_REQUEST_MODEL: model,
                 A.ATTEMPT_INDEX: event.index,
             }
             if event.probe:
                 attrs[A.PROBE] = True
-            found = (f"{self.operation} {c.model}", attrs)
+            found = (f"{self.operation} {model}", attrs)
             if len(self._start_attrs) < 10_000:
                 self._start_attrs[key] = found
         span = self._tracer.start_span(found[0], kind=SpanKind.CLIENT, attributes=found[1])
@@ -279,8 +287,8 @@ class OTelObserver(Observer):
             run.span.add_event(
                 spec.EVENT_SKIPPED,
                 {
-                    A.GEN_AI_PROVIDER_NAME: a.candidate.provider,
-                    A.GEN_AI_REQUEST_MODEL: a.candidate.model,
+                    A.GEN_AI_PROVIDER_NAME: cap_label(a.candidate.provider),
+                    A.GEN_AI_REQUEST_MODEL: cap_label(a.candidate.model),
                     A.ATTEMPT_INDEX: a.index,
                     A.FAILURE_REASON: reason,
                     A.SKIP_REMAINING: round(event.remaining_s, 3),
@@ -335,8 +343,8 @@ class OTelObserver(Observer):
                 }
                 if event.candidate is not None:
                     attrs[A.FALLBACK_DEPTH] = event.fallback_depth or 0
-                    attrs[A.SERVED_PROVIDER] = event.candidate.provider
-                    attrs[A.SERVED_MODEL] = attrs[A.GEN_AI_RESPONSE_MODEL] = event.candidate.model
+                    attrs[A.SERVED_PROVIDER] = cap_label(event.candidate.provider)
+                    attrs[A.SERVED_MODEL] = attrs[A.GEN_AI_RESPONSE_MODEL] = cap_label(event.candidate.model)
                 if outcome in _ERROR_RUN_OUTCOMES:
                     last = event.attempts[-1] if event.attempts else None
                     err_type = (

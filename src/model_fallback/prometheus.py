@@ -8,7 +8,8 @@ in a coordination abort are counted with ``outcome="coordination_abort"`` and th
 * ``registry=None`` uses the global ``REGISTRY``; two observers on two registries never
   collide, two on one registry share the same series instead of raising.
 * provider/model label values come from the configured candidates, capped at
-  ``max_label_pairs`` pairs; further pairs are counted as ``_other``.
+  ``max_label_pairs`` pairs (further pairs are counted as ``_other``) and at 128 characters
+  each (a longer value keeps a prefix and a short hash of the whole: distinct stays distinct).
 * Counters and histograms carry ``trace_id``/``span_id`` exemplars when an OpenTelemetry
   span is recording (exemplars appear in the OpenMetrics exposition only).
 
@@ -35,6 +36,7 @@ from prometheus_client.samples import Exemplar
 
 from model_fallback import metrics_spec as spec
 from model_fallback._model import Candidate, FailoverReason, Outcome
+from model_fallback._redact import cap_label
 from model_fallback.events import (
     AttemptEnded,
     CandidateSkipped,
@@ -217,7 +219,8 @@ class PrometheusObserver:
         registry: where to register (``None``: the global ``REGISTRY``).
         namespace: metric name prefix (default ``model_fallback``; dashboards expect it).
         max_label_pairs: how many distinct provider/model pairs get their own labels;
-            further pairs are counted as ``_other``.
+            further pairs are counted as ``_other``. Each value is also capped at 128
+            characters (prefix + short hash), so the pairs bound the scrape's size too.
         candidates: candidates whose label sets are created up front (so dashboards show
             zeros instead of gaps); candidates of each run are added as they come.
     """
@@ -256,7 +259,11 @@ class PrometheusObserver:
         key = (c.provider, c.model)
         pair = self._pairs.get(key)
         if pair is None:
-            pair = key if len(self._pairs) < self.max_label_pairs else (spec.OTHER, spec.OTHER)
+            pair = (
+                (cap_label(c.provider), cap_label(c.model))
+                if len(self._pairs) < self.max_label_pairs
+                else (spec.OTHER, spec.OTHER)
+            )
             if len(self._pairs) < self.max_label_pairs * 4:
                 self._pairs[key] = pair
             s = self._s
