@@ -1229,7 +1229,7 @@ CASES: list[Case] = [
         "bedrock-429-model-not-ready",
         "bedrock",
         "boto3",
-        "429 ModelNotReadyException",
+        "429 ModelNotReadyException (the model is not ready to serve: capacity, not the caller's quota)",
         BEDROCK_ERRORS,
         429,
         (
@@ -1245,7 +1245,7 @@ CASES: list[Case] = [
                 "behavior in the AWS SDKs and Tools reference guide."
             }
         ),
-        "rate_limit",
+        "overloaded",
     ),
     Case(
         "bedrock-400-service-quota-exceeded",
