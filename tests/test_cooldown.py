@@ -79,3 +79,70 @@ def test_bad_configuration() -> None:
         CooldownTracker(max_retry_after_s=0)
     with pytest.raises(ValueError):
         CooldownTracker(defaults={FailoverReason.RATE_LIMIT: (10.0, 1.0)})
+
+
+class _Response:
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+
+def _http_error(headers: dict[str, str], **attrs: object) -> Exception:
+    e = Exception("Too Many Requests")
+    e.status_code = 429  # type: ignore[attr-defined]
+    e.response = _Response(headers)  # type: ignore[attr-defined]
+    for k, v in attrs.items():
+        setattr(e, k, v)
+    return e
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after-ms": "1500"}, 1.5),  # OpenAI, Azure OpenAI
+        ({"Retry-After": "7", "retry-after-ms": "1500"}, 1.5),  # the finer one wins
+        ({"x-ratelimit-reset-requests": "6m0s", "x-ratelimit-remaining-requests": "0"}, 360.0),
+        ({"x-ratelimit-reset-tokens": "1m30.5s", "x-ratelimit-remaining-tokens": "0",
+          "x-ratelimit-reset-requests": "2s", "x-ratelimit-remaining-requests": "12"}, 90.5),
+        ({"x-ratelimit-reset-tokens": "20ms"}, 0.02),
+        ({"x-ratelimit-reset-requests": "2s", "x-ratelimit-reset-tokens": "7.66s"}, 7.66),  # Groq, none at 0: the later
+        ({"anthropic-ratelimit-requests-reset": "2026-12-02T10:00:30Z",
+          "anthropic-ratelimit-requests-remaining": "0"}, 30.0),
+    ],
+)  # fmt: skip
+def test_rate_limit_reset_headers(headers: dict[str, str], expected: float) -> None:
+    """retry-after-ms, OpenAI/Groq x-ratelimit-reset-* durations and Anthropic's RFC 3339
+    reset times reach the cooldown when there is no plain Retry-After (or a finer one)."""
+    now = email.utils.parsedate_to_datetime("Wed, 02 Dec 2026 10:00:00 GMT").timestamp()
+    assert retry_after_seconds(_http_error(headers), now_wall=now) == pytest.approx(expected)
+
+
+def test_google_retry_info_in_the_error_details() -> None:
+    """Gemini's 429 carries google.rpc.RetryInfo retryDelay in error.details[]."""
+    e = Exception("Resource has been exhausted")
+    e.code = 429  # type: ignore[attr-defined]
+    e.details = {  # type: ignore[attr-defined]
+        "error": {
+            "code": 429,
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"},
+            ],
+        }
+    }
+    assert retry_after_seconds(e) == pytest.approx(37.0)
+    cd, _ = make()
+    assert cd.record_failure(C, FailoverReason.RATE_LIMIT, e) == pytest.approx(37.0)
+
+
+def test_aws_headers_in_a_botocore_style_response() -> None:
+    """botocore's ClientError.response['ResponseMetadata']['HTTPHeaders']."""
+    e = Exception("ThrottlingException")
+    e.response = {"ResponseMetadata": {"HTTPStatusCode": 429, "HTTPHeaders": {"retry-after": "4"}}}  # type: ignore[attr-defined]
+    assert retry_after_seconds(e) == pytest.approx(4.0)
+
+
+def test_malformed_reset_values_are_ignored() -> None:
+    """Garbage in a reset header gives no cooldown length (the exponential default applies)."""
+    for value in ("soon", "-5s", "1x", "", "nan", "9" * 400):
+        assert retry_after_seconds(_http_error({"x-ratelimit-reset-requests": value})) is None

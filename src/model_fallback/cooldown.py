@@ -2,11 +2,11 @@
 
 A candidate that failed with ``rate_limit``, ``overloaded``, ``billing``, ``auth`` or
 ``auth_permanent`` cools down: the driver skips it (or probes it once when every
-remaining candidate is cooling down). The cooldown honours a ``Retry-After`` found on
-the error (an attribute ``retry_after``/``retry_after_s``, or a ``Retry-After`` header
-on ``error.response.headers`` or ``error.headers``; seconds or an HTTP date), bounded by
-``max_retry_after_s``; without one it grows exponentially per consecutive failure, from
-``base_s`` to ``max_s`` for the reason. A success clears it. Coordination errors and
+remaining candidate is cooling down). The cooldown honours the wait the provider asked
+for (:func:`retry_after_seconds`: ``Retry-After``, ``retry-after-ms``, the
+``x-ratelimit-reset-*`` and ``anthropic-ratelimit-*-reset`` headers, Google's
+``RetryInfo``), bounded by ``max_retry_after_s``; without one it grows exponentially per
+consecutive failure, from ``base_s`` to ``max_s`` for the reason. A success clears it. Coordination errors and
 cancellations never start a cooldown (the driver never calls :meth:`CooldownTracker.record_failure`
 for them).
 
@@ -16,8 +16,10 @@ injectable monotonic clock.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -120,35 +122,163 @@ def _header(headers: Any, name: str) -> Any:
     return None
 
 
+def _seconds(value: float) -> float | None:
+    if math.isnan(value) or math.isinf(value):
+        return None
+    return value if value > 0 else 0.0
+
+
 def _parse_retry_after(value: Any, now_wall: float) -> float | None:
+    """``Retry-After``: delay-seconds or an HTTP date (RFC 9110 §10.2.3)."""
     try:
         if isinstance(value, bool):
             return None
         if isinstance(value, int | float):
-            seconds = float(value)
-        elif isinstance(value, str | bytes):
-            text = value.decode() if isinstance(value, bytes) else value
-            text = text.strip()
+            return _seconds(float(value))
+        if isinstance(value, str | bytes):
+            text = (value.decode() if isinstance(value, bytes) else value).strip()
+            if not text or len(text) > 64:
+                return None
             try:
-                seconds = float(text)
+                return _seconds(float(text))
             except ValueError:
                 when = email.utils.parsedate_to_datetime(text)
-                seconds = when.timestamp() - now_wall
-        else:
-            return None
+                return _seconds(when.timestamp() - now_wall)
     except Exception:
         return None
-    if math.isnan(seconds) or seconds < 0:
-        return None if math.isnan(seconds) else 0.0
-    return seconds
+    return None
+
+
+_DURATION = re.compile(
+    r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?"
+)
+
+
+def _parse_duration(value: Any) -> float | None:
+    """A Go-style duration as OpenAI and Groq send in ``x-ratelimit-reset-*`` ("6m0s",
+    "1.5s", "20ms"), or plain seconds."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 32:
+        return None
+    text = value.strip()
+    try:
+        return _seconds(float(text))
+    except ValueError:
+        pass
+    m = _DURATION.fullmatch(text)
+    if m is None:
+        return None
+    h, mins, s, ms = (float(g) if g else 0.0 for g in m.groups())
+    return _seconds(h * 3600 + mins * 60 + s + ms / 1000)
+
+
+def _parse_timestamp(value: Any, now_wall: float) -> float | None:
+    """An RFC 3339 time (``anthropic-ratelimit-*-reset``), as seconds from now."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            return None
+        return _seconds(when.timestamp() - now_wall)
+    except Exception:
+        return None
+
+
+# (reset header, remaining header, parser) of the per-limit reset headers.
+_RESETS: tuple[tuple[str, str, str], ...] = (
+    ("x-ratelimit-reset-requests", "x-ratelimit-remaining-requests", "duration"),
+    ("x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens", "duration"),
+    ("anthropic-ratelimit-requests-reset", "anthropic-ratelimit-requests-remaining", "time"),
+    ("anthropic-ratelimit-tokens-reset", "anthropic-ratelimit-tokens-remaining", "time"),
+    ("anthropic-ratelimit-input-tokens-reset", "anthropic-ratelimit-input-tokens-remaining", "time"),
+    ("anthropic-ratelimit-output-tokens-reset", "anthropic-ratelimit-output-tokens-remaining", "time"),
+)
+
+
+def _from_headers(headers: Any, now_wall: float) -> float | None:
+    """The wait a response's headers ask for: ``retry-after-ms`` (the finer, as OpenAI's
+    SDK reads it), ``Retry-After``, then the reset time of an exhausted limit (or, when no
+    limit says it is at 0, the latest reset)."""
+    ms = _header(headers, "retry-after-ms")
+    if ms is not None:
+        try:
+            found = _seconds(float(ms) / 1000)
+        except (TypeError, ValueError):
+            found = None
+        if found is not None:
+            return found
+    found = _parse_retry_after(_header(headers, "retry-after"), now_wall)
+    if found is not None:
+        return found
+    exhausted: list[float] = []
+    others: list[float] = []
+    for reset_name, remaining_name, kind in _RESETS:
+        raw = _header(headers, reset_name)
+        if raw is None:
+            continue
+        value = _parse_duration(raw) if kind == "duration" else _parse_timestamp(raw, now_wall)
+        if value is None:
+            continue
+        remaining = _header(headers, remaining_name)
+        (exhausted if isinstance(remaining, str) and remaining.strip() == "0" else others).append(value)
+    if exhausted:
+        return max(exhausted)
+    return max(others) if others else None
+
+
+def _headers_of(node: Any) -> list[Any]:
+    found: list[Any] = []
+    try:
+        response = getattr(node, "response", None)
+        if isinstance(response, Mapping):  # botocore: response["ResponseMetadata"]["HTTPHeaders"]
+            meta = response.get("ResponseMetadata")
+            if isinstance(meta, Mapping) and meta.get("HTTPHeaders") is not None:
+                found.append(meta["HTTPHeaders"])
+        elif response is not None:
+            headers = getattr(response, "headers", None)
+            if headers is not None:
+                found.append(headers)
+        headers = getattr(node, "headers", None)
+        if headers is not None:
+            found.append(headers)
+    except Exception:
+        return found
+    return found
+
+
+def _retry_info(value: Any, depth: int = 0) -> float | None:
+    """``google.rpc.RetryInfo.retryDelay`` anywhere in a Google error body."""
+    if depth > 4:
+        return None
+    try:
+        if isinstance(value, Mapping):
+            kind = value.get("@type")
+            if isinstance(kind, str) and kind.endswith("RetryInfo"):
+                return _parse_duration(value.get("retryDelay"))
+            for key in ("error", "details"):
+                found = _retry_info(value.get(key), depth + 1)
+                if found is not None:
+                    return found
+        elif isinstance(value, list | tuple):
+            for item in value[:16]:
+                found = _retry_info(item, depth + 1)
+                if found is not None:
+                    return found
+    except Exception:
+        return None
+    return None
 
 
 def retry_after_seconds(error: object, *, now_wall: float | None = None) -> float | None:
-    """The ``Retry-After`` carried by *error*, in seconds, or None. Never raises.
+    """How long the provider asked to wait, in seconds, or None. Never raises.
 
-    Looked up on ``retry_after`` / ``retry_after_s`` attributes, then the ``Retry-After``
-    header of ``error.response.headers`` or ``error.headers``, then once more on
-    ``__cause__``.
+    Looked up on the error, then on its ``__cause__`` (two levels): the attributes
+    ``retry_after`` / ``retry_after_s``; the headers of ``error.response`` (httpx-style,
+    or botocore's ``ResponseMetadata.HTTPHeaders``) or ``error.headers``:
+    ``retry-after-ms``, ``Retry-After`` (seconds or an HTTP date),
+    ``x-ratelimit-reset-requests``/``-tokens`` (OpenAI, Groq: "6m0s") and
+    ``anthropic-ratelimit-*-reset`` (RFC 3339), preferring the limit that is exhausted;
+    and Google's ``RetryInfo.retryDelay`` in ``error.details``.
     """
     wall = time.time() if now_wall is None else now_wall
     seen = 0
@@ -163,16 +293,17 @@ def retry_after_seconds(error: object, *, now_wall: float | None = None) -> floa
             s = _parse_retry_after(v, wall) if v is not None else None
             if s is not None:
                 return s
-        for holder in ("response", None):
-            try:
-                obj = getattr(node, holder, None) if holder else node
-                headers = getattr(obj, "headers", None) if obj is not None else None
-            except Exception:
-                headers = None
-            if headers is not None:
-                s = _parse_retry_after(_header(headers, "retry-after"), wall)
-                if s is not None:
-                    return s
+        for headers in _headers_of(node):
+            s = _from_headers(headers, wall)
+            if s is not None:
+                return s
+        try:
+            details = getattr(node, "details", None)
+        except Exception:
+            details = None
+        s = _retry_info(details) if details is not None else None
+        if s is not None:
+            return s
         try:
             node = getattr(node, "__cause__", None)
         except Exception:
@@ -213,6 +344,9 @@ class CooldownTracker:
                     raise ValueError(f"cooldown default for {reason}: need 0 <= base <= max")
                 self._defaults[FailoverReason(reason)] = (float(base), float(cap))
         self._max_retry_after = float(max_retry_after_s)
+        # key -> the `until` of the cooldown whose one probe has been claimed
+        self._probes: dict[str, float] = {}
+        self._probe_lock = threading.Lock()
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -256,6 +390,33 @@ class CooldownTracker:
             length = min(cap, base * (2 ** min(streak - 1, 32)))
         self._store.set(key, CooldownEntry(self._clock() + length, reason, streak))
         return length
+
+    def claim_probe(self, candidate: Candidate) -> bool:
+        """Claim the one probe of *candidate*'s current cooldown; False if it is taken.
+
+        The driver probes a cooling candidate only when every remaining one cools down
+        too; with many concurrent runs, only the run that claims the probe calls the
+        provider (one probe per tracker per cooldown, not one per run). A probe that ends
+        with a verdict keeps its claim (a failure starts a new cooldown with a new probe;
+        a success clears the cooldown); one that ends without a verdict (cancelled, a
+        coordination abort, a caller error) gives it back with :meth:`release_probe`.
+        """
+        entry = self.entry(candidate)
+        if entry is None:
+            return True
+        key = _key(candidate)
+        with self._probe_lock:
+            if self._probes.get(key) == entry.until:
+                return False
+            if len(self._probes) >= 4096:
+                self._probes.clear()
+            self._probes[key] = entry.until
+        return True
+
+    def release_probe(self, candidate: Candidate) -> None:
+        """Give back a claimed probe that ended without a verdict."""
+        with self._probe_lock:
+            self._probes.pop(_key(candidate), None)
 
     def record_success(self, candidate: Candidate) -> None:
         """A success clears the cooldown and the failure streak."""
