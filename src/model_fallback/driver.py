@@ -4,7 +4,8 @@ ones that are not the model's fault.
 For each candidate, in order (duplicates dropped):
 
 1. A candidate cooling down is skipped (``Outcome.skipped``), unless every remaining
-   candidate is cooling down: then it is probed (one probe per run).
+   candidate is cooling down: then it is probed (one probe per run, and one probe per
+   candidate per cooldown across every run sharing the tracker: the others skip it).
 2. ``await run(candidate)``, within ``attempt_timeout`` if given (expiry is a provider
    ``timeout``).
 3. Success returns a :class:`FallbackResult`.
@@ -28,6 +29,7 @@ is raised. Arguments are validated before any call.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import time
@@ -40,7 +42,7 @@ import anyio
 from model_fallback._model import Attempt, Candidate, FailoverReason, Outcome
 from model_fallback.classify import analyze
 from model_fallback.cooldown import COOLDOWN_REASONS, CooldownTracker
-from model_fallback.errors import AllCandidatesFailedError, FailoverError
+from model_fallback.errors import AllCandidatesFailedError, FailoverError, describe_error
 from model_fallback.events import (
     AttemptEnded,
     AttemptStarted,
@@ -198,6 +200,10 @@ def _observers(observers: object) -> tuple[object, ...]:
         ) from None
 
 
+class _SyncRunError(TypeError):
+    """``run`` returned something that cannot be awaited (a synchronous function)."""
+
+
 def _validate_timeout(attempt_timeout: float | None) -> float | None:
     if attempt_timeout is None:
         return None
@@ -207,14 +213,6 @@ def _validate_timeout(attempt_timeout: float | None) -> float | None:
     if math.isnan(t) or t <= 0:
         raise ValueError(f"attempt_timeout must be positive, got {attempt_timeout!r}")
     return None if math.isinf(t) else t
-
-
-def _message(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:
-        text = ""
-    return text or type(exc).__name__
 
 
 async def run_with_model_fallback(
@@ -253,6 +251,11 @@ async def run_with_model_fallback(
     """
     if not callable(run):
         raise TypeError("run must be an async callable taking a Candidate")
+    if inspect.isasyncgenfunction(run):
+        raise TypeError(
+            "run is an async generator function: it streams; use stream_with_model_fallback, "
+            "or make run return the whole answer"
+        )
     last = _last_chain
     # The same chain object again (the common case): skip even the call to normalise it.
     chain = last[1] if last is not None and last[2] is candidates else normalize_candidates(candidates)
@@ -292,7 +295,7 @@ async def run_with_model_fallback(
             entry = cooldowns.entry(candidate)
             if entry is not None:
                 rest_cooling = all(cooldowns.is_cooling(c) for c in chain[index + 1 :])
-                if rest_cooling and not probed:
+                if rest_cooling and not probed and cooldowns.claim_probe(candidate):
                     probed = probe = True
                 else:
                     skip = Attempt(candidate, index, Outcome.SKIPPED, entry.reason)
@@ -311,16 +314,31 @@ async def run_with_model_fallback(
             )
         t0 = _perf()
         try:
+            pending = run(candidate)
+            if not inspect.isawaitable(pending):
+                raise _SyncRunError(
+                    f"run must be an async callable (its result is awaited); it returned "
+                    f"{type(pending).__name__}, not an awaitable: the answer is discarded"
+                )
             if timeout is None:
-                value = await run(candidate)
+                value = await pending
             else:
                 with anyio.fail_after(timeout):
-                    value = await run(candidate)
+                    value = await pending
         except Exception as exc:
             elapsed = _perf() - t0
+            if type(exc) is _SyncRunError:  # the caller's mistake whatever the policy says
+                if probe and cooldowns is not None:
+                    cooldowns.release_probe(candidate)
+                attempts.append(Attempt(candidate, index, Outcome.CALLER_ERROR, None, None, exc, elapsed))
+                _stopped(h, run_id, RunOutcome.CALLER_ERROR, attempts, started, exc, 0)
+                raise
             info = analyze(exc, candidate.provider)
             kind = info.coordination_kind
-            if info.caller_error is not None and stop_on_caller_error:
+            caller_bug = info.caller_error is not None and stop_on_caller_error
+            if probe and cooldowns is not None and (kind is not None or caller_bug):
+                cooldowns.release_probe(candidate)  # no verdict on the provider: probe again later
+            if caller_bug:
                 attempts.append(
                     Attempt(
                         candidate, index, Outcome.CALLER_ERROR, None, None, exc, elapsed,
@@ -365,6 +383,8 @@ async def run_with_model_fallback(
             del att  # holds the error: see the return below
             continue
         except BaseException as exc:
+            if probe and cooldowns is not None:
+                cooldowns.release_probe(candidate)
             attempts.append(Attempt(candidate, index, Outcome.CANCELLED, None, None, exc, _perf() - t0))
             _stopped(h, run_id, RunOutcome.CANCELLED, attempts, started, exc, 0)
             raise
@@ -443,7 +463,7 @@ def _failures(attempts: list[Attempt]) -> list[FailoverError]:
     for a in attempts:
         if a.outcome is Outcome.PROVIDER_FAILURE and a.error is not None:
             f = FailoverError(
-                _message(a.error), reason=a.reason or FailoverReason.UNKNOWN, candidate=a.candidate,
+                describe_error(a.error), reason=a.reason or FailoverReason.UNKNOWN, candidate=a.candidate,
                 status=a.status, code=a.code,
             )  # fmt: skip
             f.__cause__ = a.error

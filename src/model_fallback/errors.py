@@ -236,6 +236,18 @@ class SessionIOError(CoordinationError, OSError):
         return (_rebuild, (type(self), (self.message,), kwargs))
 
 
+def describe_error(error: BaseException) -> str:
+    """``str(error)``, or its type name when that is empty; never raises (an SDK error's
+    ``__str__`` may read a response that is not there)."""
+    try:
+        text = str(error)
+    except Exception:
+        return f"{type(error).__name__} (its str() raised)"
+    if type(text) is not str:
+        return type(error).__name__
+    return text or type(error).__name__
+
+
 def _summary(attempts: Sequence[Attempt]) -> str:
     """The message of :class:`AllCandidatesFailedError`: what applications log, so each
     error text is redacted (API keys, tokens) *before* it is shortened — a cut made first can
@@ -245,7 +257,7 @@ def _summary(attempts: Sequence[Attempt]) -> str:
     parts = []
     for a in attempts:
         if a.error is not None:
-            text = str(a.error) if not isinstance(a.error, FailoverError) else a.error.message
+            text = describe_error(a.error) if not isinstance(a.error, FailoverError) else a.error.message
         else:
             text = a.outcome.value
         text = " ".join(redact(text, limit=2000).split())

@@ -24,7 +24,8 @@ import enum
 import logging
 import threading
 import traceback
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from model_fallback._model import Attempt, Candidate
@@ -306,8 +307,12 @@ class Observer:
 # --- isolation -----------------------------------------------------------------------
 
 _guard = threading.Lock()
-# id -> observer: the strong reference keeps the id from being reused by a new object.
+# id -> a weak reference to the observer (whose callback forgets the id when the observer
+# is freed, so observers made per request are not kept), or the observer itself when it
+# cannot be weakly referenced (the strong reference keeps its id from being reused).
 _disabled: dict[int, object] = {}
+# Raised by a hook, these still stop the process: the remaining hooks run first.
+_FATAL = (KeyboardInterrupt, SystemExit)
 _errors: dict[str, int] = {}
 _generation = 0  # bumped whenever an observer is disabled or re-enabled
 
@@ -341,25 +346,42 @@ def telemetry_errors() -> dict[str, int]:
         return dict(_errors)
 
 
-def _fail(observer: object, hook: str, exc: Exception, observers: Iterable[object]) -> None:
+def _forget(key: int) -> Callable[[object], None]:
+    def forget(_: object) -> None:
+        with _guard:
+            _disabled.pop(key, None)
+
+    return forget
+
+
+def _fail(observer: object, hook: str, exc: BaseException, observers: Iterable[object]) -> None:
     global _generation
     component = _component(observer)
     with _guard:
-        first = id(observer) not in _disabled
-        _disabled[id(observer)] = observer
+        key = id(observer)
+        first = key not in _disabled
+        if first:
+            try:
+                _disabled[key] = weakref.ref(observer, _forget(key))
+            except TypeError:  # no __weakref__ slot
+                _disabled[key] = observer
         _generation += 1
-        _errors[component] = _errors.get(component, 0) + 1
-    if first:
+        count = _errors[component] = _errors.get(component, 0) + 1
+    if first and count == 1:
         # The traceback is rendered and redacted here rather than passed as exc_info: the
         # hook may have run while a provider error was being handled, and that error (often
         # quoting an API key) would be printed as this one's context.
         rendered = "".join(traceback.format_exception(exc))
         _log.error(
-            "model_fallback observer %s raised in %s and is disabled for the rest of the process\n%s",
+            "model_fallback observer %s raised in %s and is disabled for the rest of the process "
+            "(later failures of %s observers are counted in telemetry_errors(), not logged)\n%s",
             component,
             hook,
+            component,
             redact(rendered, limit=8000),
         )
+    elif first:
+        _log.debug("model_fallback observer %s raised in %s (failure %d)", component, hook, count)
     notice = ObserverFailed(component, hook, exc)
     for other in observers:
         if other is observer or id(other) in _disabled:
@@ -369,12 +391,20 @@ def _fail(observer: object, hook: str, exc: Exception, observers: Iterable[objec
             continue
         try:
             fn(notice)
-        except Exception as exc2:
+        except _FATAL:
+            raise
+        except BaseException as exc2:
             _fail(other, "observer_failed", exc2, ())
 
 
 def dispatch(observers: Sequence[object], hook: str, event: Any) -> None:
-    """Call ``hook(event)`` on every enabled observer that has it, isolating failures."""
+    """Call ``hook(event)`` on every enabled observer that has it, isolating failures.
+
+    Any exception a hook raises disables that observer, ``BaseException`` subclasses
+    included; ``KeyboardInterrupt`` and ``SystemExit`` are re-raised once every other
+    observer has seen the event (so no span is left open or current).
+    """
+    fatal: BaseException | None = None
     for obs in observers:
         if id(obs) in _disabled:
             continue
@@ -383,8 +413,12 @@ def dispatch(observers: Sequence[object], hook: str, event: Any) -> None:
             if fn is None:
                 continue
             fn(event)
-        except Exception as exc:
+        except _FATAL as exc:
+            fatal = fatal or exc
+        except BaseException as exc:
             _fail(obs, hook, exc, observers)
+    if fatal is not None:
+        raise fatal
 
 
 # --- resolved hooks (the driver's hot path) ------------------------------------------------
@@ -446,10 +480,15 @@ def hooks_for(observers: tuple[object, ...]) -> Hooks:
 
 def fire(pairs: Pairs, hook: str, event: Any, observers: tuple[object, ...]) -> None:
     """Call the resolved *pairs* with *event*, isolating failures like :func:`dispatch`."""
+    fatal: BaseException | None = None
     for obs, fn in pairs:
         if _disabled and id(obs) in _disabled:
             continue
         try:
             fn(event)
-        except Exception as exc:
+        except _FATAL as exc:
+            fatal = fatal or exc
+        except BaseException as exc:
             _fail(obs, hook, exc, observers)
+    if fatal is not None:
+        raise fatal
