@@ -1,16 +1,53 @@
-"""Shared fixtures: the anyio backend, conformance data, and external-tool lookup."""
+"""Shared fixtures: the anyio backend, the contract data, external-tool lookup, and a
+guard that no test reads outside the checkout.
+
+The repository stands alone: the design contract and the conformance cases the tests
+need are copies in ``tests/data/`` (``scripts/sync-contract`` refreshes them from the
+project's shared folder when one sits beside the checkout).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+DATA = ROOT / "tests" / "data"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# Paths opened by this process in the checkout's parent folder but outside the checkout.
+OUTSIDE_READS: list[str] = []
+_PARENT = str(ROOT.parent) + os.sep
+_INSIDE = str(ROOT) + os.sep
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event != "open" or not args:
+        return
+    path = args[0]
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, str):
+        return
+    full = os.path.abspath(path) if not os.path.isabs(path) else path
+    if full.startswith(_PARENT) and not (full + os.sep).startswith(_INSIDE):
+        OUTSIDE_READS.append(full)
+
+
+sys.addaudithook(_audit)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any test opened a file beside the checkout (e.g. ../shared)."""
+    outside = [p for p in OUTSIDE_READS if not p.endswith("outside-probe")]
+    if outside:
+        sys.stderr.write(f"\ntests opened files outside the checkout: {sorted(set(outside))[:10]}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
@@ -39,8 +76,6 @@ def require_tool(name: str, env_var: str | None = None) -> str:
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The project's shared/ folder (DESIGN.md, conformance cases)."""
-    if not SHARED.is_dir():
-        pytest.fail(f"shared/ not found next to the repository at {SHARED}")
-    return SHARED
+def contract_dir() -> Path:
+    """The design contract and conformance cases kept in the repository (tests/data)."""
+    return DATA

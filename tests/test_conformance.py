@@ -1,4 +1,4 @@
-"""Every case of shared/conformance/classification.json, built as real exception objects."""
+"""Every case of the conformance file (tests/data/conformance, a copy of the project's shared cases), built as real exception objects."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import model_fallback as mf
 from model_fallback import classify_failure, coordination_kind, is_coordination_error
 
-from .conftest import SHARED
+from .conftest import DATA
 
 _LIBRARY_TYPES: dict[str, type[BaseException]] = {
     "FailoverError": mf.FailoverError,
@@ -71,7 +71,7 @@ def _innermost(err: BaseException) -> BaseException:
 
 
 def _cases() -> list[dict[str, Any]]:
-    path = SHARED / "conformance" / "classification.json"
+    path = DATA / "conformance" / "classification.json"
     if not path.exists():  # collected before the fixture can fail: fail the test instead
         return [{"id": "missing-conformance-file", "missing": str(path)}]
     return list(json.loads(Path(path).read_text())["cases"])

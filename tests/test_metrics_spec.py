@@ -21,8 +21,8 @@ def _section(design: str, number: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def telemetry_contract(shared_dir: Path) -> str:
-    return _section((shared_dir / "DESIGN.md").read_text(encoding="utf-8"), 6)
+def telemetry_contract(contract_dir: Path) -> str:
+    return _section((contract_dir / "DESIGN.md").read_text(encoding="utf-8"), 6)
 
 
 def test_every_series_of_the_contract_with_its_type_and_labels(telemetry_contract: str) -> None:
