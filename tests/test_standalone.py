@@ -10,7 +10,7 @@ def test_the_guard_sees_a_read_beside_the_checkout() -> None:
     test did so); the probe path itself is ignored by the session check."""
     before = len(OUTSIDE_READS)
     try:
-        open(ROOT.parent / "outside-probe", "rb").close()  # noqa: SIM115
+        open(ROOT.parent / "outside-probe", "rb").close()
     except OSError:
         pass
     assert OUTSIDE_READS[before:] == [str(ROOT.parent / "outside-probe")]
