@@ -18,26 +18,144 @@ Environment (the OpenTelemetry SDK's names):
 ``OTEL_TRACES_EXPORTER``            ``otlp`` (default when an endpoint is set), ``console``, ``none``
 ``OTEL_METRICS_EXPORTER``           ``otlp`` (default when an endpoint is set), ``console``, ``none``
 ``OTEL_METRIC_EXPORT_INTERVAL``     milliseconds between metric exports (SDK default 60000)
+``MODEL_FALLBACK_TELEMETRY_``       seconds :meth:`Telemetry.shutdown` may take (default 2)
+``SHUTDOWN_TIMEOUT``
 ==================================  ==========================================================
 
 An unreachable OTLP endpoint changes nothing for the caller: spans are queued and exported
-by a background thread, and dropped when the queue is full.
+by a background thread, and dropped when the queue is full. Shutting down is bounded too:
+the final flush gets the shutdown budget (2 s by default), after which the exporters are
+stopped, what they could not send is dropped, and one warning (logger
+``model_fallback.telemetry``) says how much.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
+import math
 import os
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from model_fallback._model import Candidate
 
-__all__ = ["Telemetry", "configure"]
+__all__ = ["DEFAULT_SHUTDOWN_TIMEOUT", "Telemetry", "configure"]
+
+DEFAULT_SHUTDOWN_TIMEOUT = 2.0
+_SHUTDOWN_ENV = "MODEL_FALLBACK_TELEMETRY_SHUTDOWN_TIMEOUT"
+_log = logging.getLogger("model_fallback.telemetry")
 
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _shutdown_budget(argument: float | None, configured: float | None) -> float:
+    """Seconds shutdown may take: the argument, else configure()'s, else the environment, else 2."""
+    for value in (argument, configured):
+        if value is not None:
+            return max(0.0, float(value))
+    raw = os.environ.get(_SHUTDOWN_ENV, "").strip()
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if math.isnan(value) or math.isinf(value):
+            _log.warning(
+                "%s=%r is not a number of seconds; using %g", _SHUTDOWN_ENV, raw, DEFAULT_SHUTDOWN_TIMEOUT
+            )
+        else:
+            return max(0.0, value)
+    return DEFAULT_SHUTDOWN_TIMEOUT
+
+
+class _ExportGuard:
+    """Wraps an OTLP exporter: counts what it delivered, and can be *aborted* — the inner
+    exporter is shut down (which cuts a gRPC call in flight and stops the HTTP exporter's
+    retries) and further batches are refused at once instead of waiting on a dead endpoint.
+
+    Duck-typed for both signals: the batch span processor calls ``export(spans)``, the
+    periodic metric reader ``export(metrics_data, timeout_millis=...)`` and reads the
+    preferred temporality and aggregation, which are the inner exporter's.
+    """
+
+    def __init__(self, inner: Any, failure: Any, signal: str) -> None:
+        self.inner = inner
+        self.signal = signal
+        self._failure = failure
+        self._lock = threading.Lock()
+        self._closed = False
+        self.aborted = False
+        self.delivered = 0  # spans, or metric exports
+        self.undelivered = 0
+        self.in_flight = 0
+        self._preferred_temporality = getattr(inner, "_preferred_temporality", None)
+        self._preferred_aggregation = getattr(inner, "_preferred_aggregation", None)
+
+    def _count(self, data: Any) -> int:
+        return len(data) if self.signal == "spans" else 1
+
+    def export(self, data: Any, **kwargs: Any) -> Any:
+        """Export through the inner exporter, unless aborted; count the outcome."""
+        n = self._count(data)
+        if self.aborted:
+            self.undelivered += n
+            return self._failure
+        self.in_flight = n
+        try:
+            result = self.inner.export(data, **kwargs)
+        except Exception:
+            self.undelivered += n
+            raise
+        finally:
+            self.in_flight = 0
+        if result == self._failure or self.aborted:
+            self.undelivered += n
+        else:
+            self.delivered += n
+        return result
+
+    def force_flush(self, timeout_millis: float = 30_000) -> bool:
+        """Nothing is buffered here; the inner exporter's flush."""
+        return bool(self.inner.force_flush(timeout_millis=timeout_millis))
+
+    def _close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.inner.shutdown()
+        except Exception:
+            pass
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:  # noqa: ARG002
+        """The processor/reader is done with the exporter."""
+        self._close()
+
+    def abort(self) -> None:
+        """Give up: refuse further batches and stop the inner exporter (cuts a call in flight)."""
+        self.aborted = True
+        self._close()
+
+
+def _span_processor_class() -> Any:
+    """A BatchSpanProcessor that counts the spans it is given (to say how many were dropped)."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    class CountingBatchSpanProcessor(BatchSpanProcessor):
+        ended = 0
+
+        def on_end(self, span: Any) -> None:
+            self.ended += 1
+            super().on_end(span)
+
+    return CountingBatchSpanProcessor
 
 
 @dataclass
@@ -49,6 +167,8 @@ class Telemetry:
         prometheus_url: where ``/metrics`` is served, if it is.
         tracer_provider, meter_provider: the SDK providers, if OTel is on.
         prometheus: the PrometheusObserver, if any.
+        shutdown_timeout: default budget of :meth:`shutdown` in seconds (``None``: the
+            ``MODEL_FALLBACK_TELEMETRY_SHUTDOWN_TIMEOUT`` environment variable, else 2).
     """
 
     observers: tuple[object, ...] = ()
@@ -56,17 +176,79 @@ class Telemetry:
     tracer_provider: Any = None
     meter_provider: Any = None
     prometheus: Any = None
+    shutdown_timeout: float | None = None
     _server: Any = field(default=None, repr=False)
+    _guards: list[_ExportGuard] = field(default_factory=list, repr=False)
+    _span_processors: list[Any] = field(default_factory=list, repr=False)
+    _endpoint: str | None = field(default=None, repr=False)
+    _done: bool = field(default=False, repr=False)
 
-    def shutdown(self) -> None:
-        """Flush and stop exporters and the HTTP server (bounded; never raises)."""
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Flush and stop exporters and the HTTP server, within *timeout* seconds; never raises.
+
+        *timeout* defaults to :attr:`shutdown_timeout`, else the environment variable
+        ``MODEL_FALLBACK_TELEMETRY_SHUTDOWN_TIMEOUT``, else 2 s. The final export gets that
+        long; what has not been delivered by then is dropped (the exporters are stopped, a
+        call in flight is abandoned to its daemon thread) and one warning says how much.
+        A second call does nothing.
+        """
+        if self._done:
+            return
+        self._done = True
+        try:
+            atexit.unregister(self._at_exit)
+        except Exception:
+            pass
+        budget = _shutdown_budget(timeout, self.shutdown_timeout)
+        deadline = time.monotonic() + budget
+        self._stop_server()
+        threads = []
         for provider in (self.tracer_provider, self.meter_provider):
             if provider is None:
                 continue
-            try:
-                provider.shutdown()
-            except Exception:
-                pass
+            # Each provider in its own thread: a dead endpoint for spans must not eat the
+            # metrics' share of the budget, and the caller waits for neither past the deadline.
+            t = threading.Thread(
+                target=_quietly,
+                args=(provider.shutdown,),
+                name="model-fallback-telemetry-shutdown",
+                daemon=True,
+            )
+            t.start()
+            threads.append(t)
+        # Keep a little of the budget to stop the exporters and let the threads see it.
+        abort_at = deadline - min(0.25, budget / 4)
+        for t in threads:
+            t.join(max(0.0, abort_at - time.monotonic()))
+        if not any(t.is_alive() for t in threads):
+            return
+        for guard in self._guards:
+            guard.abort()
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._report_drop(budget)
+
+    def _report_drop(self, budget: float) -> None:
+        parts = []
+        for guard in self._guards:
+            if guard.signal == "spans":
+                # Spans the processor was given minus spans delivered: those refused, failed,
+                # abandoned in flight, still queued, or evicted from a full queue.
+                ended = sum(getattr(p, "ended", 0) for p in self._span_processors)
+                lost = max(ended - guard.delivered, guard.undelivered + guard.in_flight)
+                parts.append(f"{lost} of {guard.delivered + lost} spans")
+            else:
+                lost = guard.undelivered + (guard.in_flight > 0)
+                parts.append(f"{lost} of {guard.delivered + lost} metric exports")
+        _log.warning(
+            "telemetry shutdown did not finish within %.1f s (OTLP endpoint %s not answering): "
+            "dropped what was not delivered, %s",
+            budget,
+            self._endpoint or "?",
+            " and ".join(parts) or "of unknown size",
+        )
+
+    def _stop_server(self) -> None:
         if self._server is not None:
             try:
                 self._server.shutdown()
@@ -74,6 +256,16 @@ class Telemetry:
             except Exception:
                 pass
             self._server = None
+
+    def _at_exit(self) -> None:
+        self.shutdown()
+
+
+def _quietly(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except Exception:
+        pass
 
 
 def configure(
@@ -84,6 +276,7 @@ def configure(
     candidates: Iterable[Candidate | str] = (),
     registry: Any = None,
     otel: bool | None = None,
+    shutdown_timeout: float | None = None,
 ) -> Telemetry:
     """Set up telemetry from the environment and arguments.
 
@@ -96,11 +289,13 @@ def configure(
         registry: a ``prometheus_client`` registry (default: the global one).
         otel: force the OTel observer on/off (default: on when an OTLP endpoint or a
             traces/metrics exporter is configured and ``OTEL_SDK_DISABLED`` is not true).
+        shutdown_timeout: seconds :meth:`Telemetry.shutdown` may take (default: the
+            ``MODEL_FALLBACK_TELEMETRY_SHUTDOWN_TIMEOUT`` environment variable, else 2).
 
     Raises:
         OSError: the Prometheus port cannot be bound (e.g. already in use).
     """
-    handle = Telemetry()
+    handle = Telemetry(shutdown_timeout=shutdown_timeout)
     observers: list[object] = []
     chain = [c if isinstance(c, Candidate) else Candidate.parse(c) for c in candidates]
 
@@ -127,12 +322,15 @@ def configure(
         )
     if otel:
         try:
-            tp, mp = _sdk(service_name, traces_exporter, metrics_exporter)
+            tp, mp = _sdk(service_name, traces_exporter, metrics_exporter, handle)
         except ImportError as exc:
             raise RuntimeError(f"OpenTelemetry export needs 'model-fallback[otel]': {exc}") from exc
         from model_fallback.otel import OTelObserver
 
         handle.tracer_provider, handle.meter_provider = tp, mp
+        handle._endpoint = endpoint
+        # Instead of the SDK's own exit hooks (30 s each against a dead endpoint): the bounded one.
+        atexit.register(handle._at_exit)
         # OTel first: its attempt span is current when the Prometheus observer takes exemplars.
         observers.insert(0, OTelObserver(tracer_provider=tp, meter_provider=mp))
     handle.observers = tuple(observers)
@@ -143,15 +341,21 @@ def _protocol() -> str:
     return os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf").strip().lower()
 
 
-def _sdk(service_name: str, traces_exporter: str, metrics_exporter: str) -> tuple[Any, Any]:
+def _sdk(
+    service_name: str, traces_exporter: str, metrics_exporter: str, handle: Telemetry
+) -> tuple[Any, Any]:
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        MetricExportResult,
+        PeriodicExportingMetricReader,
+    )
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExportResult
 
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or service_name})
-    tp = TracerProvider(resource=resource)
+    tp = TracerProvider(resource=resource, shutdown_on_exit=False)
     protocol = _protocol()
     if protocol not in ("http/protobuf", "grpc"):
         raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported (http/protobuf or grpc)")
@@ -159,11 +363,16 @@ def _sdk(service_name: str, traces_exporter: str, metrics_exporter: str) -> tupl
         if protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpan
 
-            tp.add_span_processor(BatchSpanProcessor(GrpcSpan()))
+            span_exporter: Any = GrpcSpan()
         else:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpan
 
-            tp.add_span_processor(BatchSpanProcessor(HttpSpan()))
+            span_exporter = HttpSpan()
+        guard = _ExportGuard(span_exporter, SpanExportResult.FAILURE, "spans")
+        processor = _span_processor_class()(guard)
+        handle._guards.append(guard)
+        handle._span_processors.append(processor)
+        tp.add_span_processor(processor)
     elif traces_exporter == "console":
         tp.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     readers = []
@@ -173,14 +382,17 @@ def _sdk(service_name: str, traces_exporter: str, metrics_exporter: str) -> tupl
                 OTLPMetricExporter as GrpcMetric,
             )
 
-            readers.append(PeriodicExportingMetricReader(GrpcMetric()))
+            metric_exporter: Any = GrpcMetric()
         else:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
                 OTLPMetricExporter as HttpMetric,
             )
 
-            readers.append(PeriodicExportingMetricReader(HttpMetric()))
+            metric_exporter = HttpMetric()
+        metric_guard: Any = _ExportGuard(metric_exporter, MetricExportResult.FAILURE, "metrics")
+        handle._guards.append(metric_guard)
+        readers.append(PeriodicExportingMetricReader(metric_guard))
     elif metrics_exporter == "console":
         readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
-    mp = MeterProvider(resource=resource, metric_readers=readers)
+    mp = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
     return tp, mp
