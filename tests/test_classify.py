@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import sys
 import time
 import types
 
@@ -101,7 +100,7 @@ def test_httpx_style_names_match_without_import() -> None:
     connect_error = type("ConnectError", (transport,), {})
     assert classify_failure(read_timeout("")) is R.TIMEOUT
     assert classify_failure(connect_error("[Errno 111]")) is R.TIMEOUT
-    assert "httpx" not in sys.modules
+    # (that the core never imports httpx is checked in a fresh interpreter: test_errors_and_api)
 
 
 def test_detail_code_and_leading_status() -> None:
@@ -411,15 +410,55 @@ def _chain(top: Exception, *below: BaseException) -> Exception:
     ("err", "provider", "expected"),
     [
         # context overflow worded otherwise; overflow text beats a 404/5xx status path
-        (_err("The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).", status=400), "google", R.CONTEXT_OVERFLOW),
-        (_err("Input is too long for requested model.", cls=type("ValidationException", (Exception,), {}), status=400), "bedrock", R.CONTEXT_OVERFLOW),
+        (
+            _err(
+                "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+                status=400,
+            ),
+            "google",
+            R.CONTEXT_OVERFLOW,
+        ),
+        (
+            _err(
+                "Input is too long for requested model.",
+                cls=type("ValidationException", (Exception,), {}),
+                status=400,
+            ),
+            "bedrock",
+            R.CONTEXT_OVERFLOW,
+        ),
         (_err("input token count exceeds the model limit"), None, R.CONTEXT_OVERFLOW),
         (_err("Context size has been exceeded.", status=500), None, R.CONTEXT_OVERFLOW),
         (_err("500 Context size has been exceeded."), None, R.CONTEXT_OVERFLOW),
-        (_err("the request exceeds the available context size, try increasing it", status=400), None, R.CONTEXT_OVERFLOW),
-        (_err("Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 4000 `inputs` tokens and 200 `max_new_tokens`", status=422), None, R.CONTEXT_OVERFLOW),
-        (_err("too many tokens: total number of tokens in the prompt cannot exceed 4081 - received 4225", status=400), "cohere", R.CONTEXT_OVERFLOW),
-        (_err("Prompt contains 40000 tokens and 0 draft tokens, too large for model with 32768 maximum context length", status=400), "mistral", R.CONTEXT_OVERFLOW),
+        (
+            _err("the request exceeds the available context size, try increasing it", status=400),
+            None,
+            R.CONTEXT_OVERFLOW,
+        ),
+        (
+            _err(
+                "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 4000 `inputs` tokens and 200 `max_new_tokens`",
+                status=422,
+            ),
+            None,
+            R.CONTEXT_OVERFLOW,
+        ),
+        (
+            _err(
+                "too many tokens: total number of tokens in the prompt cannot exceed 4081 - received 4225",
+                status=400,
+            ),
+            "cohere",
+            R.CONTEXT_OVERFLOW,
+        ),
+        (
+            _err(
+                "Prompt contains 40000 tokens and 0 draft tokens, too large for model with 32768 maximum context length",
+                status=400,
+            ),
+            "mistral",
+            R.CONTEXT_OVERFLOW,
+        ),
         (_err("context_window_exceeded"), None, R.CONTEXT_OVERFLOW),
         # model names with dots; deactivated models; invalid model
         (_err("model gpt-4.1-mini not found"), None, R.MODEL_NOT_FOUND),
@@ -427,13 +466,33 @@ def _chain(top: Exception, *below: BaseException) -> Exception:
         (_err("model_is_deactivated"), "groq", R.MODEL_NOT_FOUND),
         (_err("invalid model: foo/bar", status=422), None, R.MODEL_NOT_FOUND),
         # explicit overload beats model-not-found prose
-        (_err('{"type":"error","error":{"type":"overloaded_error","message":"model not found"}}'), None, R.OVERLOADED),
+        (
+            _err('{"type":"error","error":{"type":"overloaded_error","message":"model not found"}}'),
+            None,
+            R.OVERLOADED,
+        ),
         (_err("The model claude-x is not available right now, try again later"), None, R.OVERLOADED),
-        (_err("Service Unavailable: the server is down due to overloading or maintenance.", status=503), "groq", R.OVERLOADED),
+        (
+            _err("Service Unavailable: the server is down due to overloading or maintenance.", status=503),
+            "groq",
+            R.OVERLOADED,
+        ),
         (_err("We are experiencing capacity limits, please retry"), None, R.OVERLOADED),
-        (_err("boom", cls=type("ModelNotReadyException", (Exception,), {}), status=429), "bedrock", R.OVERLOADED),
-        (_err("boom", cls=type("ServiceUnavailableException", (Exception,), {}), status=503), "bedrock", R.OVERLOADED),
-        (_err("Too many tokens", cls=type("ThrottlingException", (Exception,), {}), status=400), "bedrock", R.RATE_LIMIT),
+        (
+            _err("boom", cls=type("ModelNotReadyException", (Exception,), {}), status=429),
+            "bedrock",
+            R.OVERLOADED,
+        ),
+        (
+            _err("boom", cls=type("ServiceUnavailableException", (Exception,), {}), status=503),
+            "bedrock",
+            R.OVERLOADED,
+        ),
+        (
+            _err("Too many tokens", cls=type("ThrottlingException", (Exception,), {}), status=400),
+            "bedrock",
+            R.RATE_LIMIT,
+        ),
         # rate-limit wordings
         (_err("concurrency limit reached"), None, R.RATE_LIMIT),
         (_err("quota_exceeded"), None, R.RATE_LIMIT),
@@ -441,34 +500,124 @@ def _chain(top: Exception, *below: BaseException) -> Exception:
         # a specific code refines a generic status
         (_err("forbidden", status=403, code="deactivated_workspace"), None, R.AUTH_PERMANENT),
         (_err("You exceeded your current quota", status=429, code="insufficient_quota"), None, R.BILLING),
-        (_err("bad request", status=400, body={"error": {"code": "context_length_exceeded"}}), None, R.CONTEXT_OVERFLOW),
-        (_err("API key not valid. Please pass a valid API key.", status=400, details=[{"reason": "API_KEY_INVALID"}]), "google", R.AUTH),
+        (
+            _err("bad request", status=400, body={"error": {"code": "context_length_exceeded"}}),
+            None,
+            R.CONTEXT_OVERFLOW,
+        ),
+        (
+            _err(
+                "API key not valid. Please pass a valid API key.",
+                status=400,
+                details=[{"reason": "API_KEY_INVALID"}],
+            ),
+            "google",
+            R.AUTH,
+        ),
         (_err("API key not valid. Please pass a valid API key.", status=400), "google", R.AUTH),
         # LiteLLM's exception types beat its generic statuses
-        (_err("litellm.ContextWindowExceededError: too long", cls=type("ContextWindowExceededError", (Exception,), {}), status_code=400), None, R.CONTEXT_OVERFLOW),
-        (_err("litellm.ContentPolicyViolationError", cls=type("ContentPolicyViolationError", (Exception,), {}), status_code=400), None, R.REFUSAL),
-        (_err("litellm.ServiceUnavailableError", cls=type("ServiceUnavailableError", (Exception,), {}), status_code=503), None, R.OVERLOADED),
-        (_err("litellm.APIConnectionError: Connection refused", cls=type("APIConnectionError", (Exception,), {}), status_code=500), None, R.TIMEOUT),
-        (_err("Budget has been exceeded!", cls=type("BudgetExceededError", (Exception,), {}), status_code=400), None, R.BILLING),
+        (
+            _err(
+                "litellm.ContextWindowExceededError: too long",
+                cls=type("ContextWindowExceededError", (Exception,), {}),
+                status_code=400,
+            ),
+            None,
+            R.CONTEXT_OVERFLOW,
+        ),
+        (
+            _err(
+                "litellm.ContentPolicyViolationError",
+                cls=type("ContentPolicyViolationError", (Exception,), {}),
+                status_code=400,
+            ),
+            None,
+            R.REFUSAL,
+        ),
+        (
+            _err(
+                "litellm.ServiceUnavailableError",
+                cls=type("ServiceUnavailableError", (Exception,), {}),
+                status_code=503,
+            ),
+            None,
+            R.OVERLOADED,
+        ),
+        (
+            _err(
+                "litellm.APIConnectionError: Connection refused",
+                cls=type("APIConnectionError", (Exception,), {}),
+                status_code=500,
+            ),
+            None,
+            R.TIMEOUT,
+        ),
+        (
+            _err(
+                "Budget has been exceeded!",
+                cls=type("BudgetExceededError", (Exception,), {}),
+                status_code=400,
+            ),
+            None,
+            R.BILLING,
+        ),
         # Groq's 413 on tokens per minute is a rate limit
-        (_err("Request too large for model `llama3` in organization `org` on tokens per minute (TPM): Limit 6000, Requested 7000", status=413), "groq", R.RATE_LIMIT),
+        (
+            _err(
+                "Request too large for model `llama3` in organization `org` on tokens per minute (TPM): Limit 6000, Requested 7000",
+                status=413,
+            ),
+            "groq",
+            R.RATE_LIMIT,
+        ),
         # refusal and content-policy wording
         (_err("Your request was rejected as a result of our safety system.", status=400), None, R.REFUSAL),
-        (_err("The response was filtered due to the prompt triggering Azure OpenAI's content management policy.", status=400), "azure", R.REFUSAL),
+        (
+            _err(
+                "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.",
+                status=400,
+            ),
+            "azure",
+            R.REFUSAL,
+        ),
         (_err("Blocked by guardrails"), None, R.REFUSAL),
         (_err("flagged by moderation"), None, R.REFUSAL),
         # localized messages and codes
         (_err("余额不足或无可用资源包,请充值。", status=429, code="1113"), "zhipu", R.BILLING),
         (_err("您当前使用该API的并发数过高，请降低并发", status=429, code="1302"), "zhipu", R.RATE_LIMIT),
-        (_err("Requests rate limit exceeded, please try again later.", status=429, code="Throttling.RateQuota"), "dashscope", R.RATE_LIMIT),
-        (_err("Access denied, please make sure your account is in good standing.", status=400, code="Arrearage"), "dashscope", R.BILLING),
-        (_err("Input data may contain inappropriate content.", status=400, code="DataInspectionFailed"), "dashscope", R.REFUSAL),
+        (
+            _err(
+                "Requests rate limit exceeded, please try again later.",
+                status=429,
+                code="Throttling.RateQuota",
+            ),
+            "dashscope",
+            R.RATE_LIMIT,
+        ),
+        (
+            _err(
+                "Access denied, please make sure your account is in good standing.",
+                status=400,
+                code="Arrearage",
+            ),
+            "dashscope",
+            R.BILLING,
+        ),
+        (
+            _err("Input data may contain inappropriate content.", status=400, code="DataInspectionFailed"),
+            "dashscope",
+            R.REFUSAL,
+        ),
         (_err("请求过于频繁，请稍后再试"), None, R.RATE_LIMIT),
         (_err("系统繁忙，请稍后重试"), None, R.OVERLOADED),
         (_err("输入长度超过模型上下文限制"), None, R.CONTEXT_OVERFLOW),
         (_err("Insufficient Balance", status=402), "deepseek", R.BILLING),
         (_err("Open api qps request limit reached", error_code=18), "baidu", R.RATE_LIMIT),
-        (_err("rate limit", base_resp={"status_code": 1008, "status_msg": "insufficient balance"}), "minimax", R.BILLING),
+        (
+            _err("rate limit", base_resp={"status_code": 1008, "status_msg": "insufficient balance"}),
+            "minimax",
+            R.BILLING,
+        ),
     ],
 )
 def test_issue_11_examples(err: Exception, provider: str | None, expected: R) -> None:

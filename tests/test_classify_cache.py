@@ -94,3 +94,30 @@ def _play(steps: list[tuple[Any, ...]]) -> None:
 def test_cached_answers_equal_the_uncached_walk(steps: list[tuple[Any, ...]]) -> None:
     """analyze(e) == analyze_uncached(e), for every step of every sequence."""
     _play(steps)
+
+
+def _raise_in_json() -> BaseException:
+    import json
+
+    try:
+        json.loads(None)  # type: ignore[arg-type]  # a TypeError raised inside json
+    except TypeError as exc:
+        return exc
+    raise AssertionError("json.loads(None) did not raise")
+
+
+def _raise_here(message: str) -> BaseException:
+    try:
+        raise TypeError(message)
+    except TypeError as exc:
+        return exc
+
+
+def test_where_an_error_was_raised_is_part_of_the_cached_answer() -> None:
+    """The same type and text mean a malformed response when raised inside a parser and
+    the caller's bug when raised in the caller's code: the cache keeps the two apart."""
+    inside = _raise_in_json()
+    outside = _raise_here(str(inside))
+    for err in (inside, outside, inside, outside):
+        assert analyze(err) == analyze_uncached(err)
+    assert analyze(inside).reason is not None and analyze(outside).caller_error == "TypeError"

@@ -69,7 +69,7 @@ def test_all_is_pinned() -> None:
     expected = [
         "AllCandidatesFailedError", "Attempt", "Candidate", "CooldownTracker", "CoordinationError",
         "FailoverError", "FailoverReason", "FallbackPolicy", "FallbackResult", "Observer", "Outcome",
-        "RunOutcome", "SessionTakeoverError", "SessionWriteLockTimeoutError", "__version__",
+        "RunOutcome", "SessionIOError", "SessionTakeoverError", "SessionWriteLockTimeoutError", "__version__",
         "classify_failure", "coordination_kind", "is_coordination_error", "register_coordination_error",
         "run_with_model_fallback", "unregister_coordination_error",
     ]  # fmt: skip
@@ -101,7 +101,7 @@ def test_importing_the_core_loads_no_telemetry_backend() -> None:
         "async def run(c):\n"
         "    return 1\n"
         "anyio.run(mf.run_with_model_fallback, run, ['a/b'])\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('opentelemetry', 'prometheus_client')]\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('opentelemetry', 'prometheus_client', 'httpx')]\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"
     )

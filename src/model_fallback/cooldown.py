@@ -238,9 +238,10 @@ def _headers_of(node: Any) -> list[Any]:
             headers = getattr(response, "headers", None)
             if headers is not None:
                 found.append(headers)
-        headers = getattr(node, "headers", None)
-        if headers is not None:
-            found.append(headers)
+        for name in ("headers", "litellm_response_headers"):  # LiteLLM keeps the real ones apart
+            headers = getattr(node, name, None)
+            if headers is not None:
+                found.append(headers)
     except Exception:
         return found
     return found
@@ -274,7 +275,8 @@ def retry_after_seconds(error: object, *, now_wall: float | None = None) -> floa
 
     Looked up on the error, then on its ``__cause__`` (two levels): the attributes
     ``retry_after`` / ``retry_after_s``; the headers of ``error.response`` (httpx-style,
-    or botocore's ``ResponseMetadata.HTTPHeaders``) or ``error.headers``:
+    or botocore's ``ResponseMetadata.HTTPHeaders``), ``error.headers`` or LiteLLM's
+    ``error.litellm_response_headers``:
     ``retry-after-ms``, ``Retry-After`` (seconds or an HTTP date),
     ``x-ratelimit-reset-requests``/``-tokens`` (OpenAI, Groq: "6m0s") and
     ``anthropic-ratelimit-*-reset`` (RFC 3339), preferring the limit that is exhausted;

@@ -26,6 +26,7 @@ from model_fallback.classify import _registry
 from model_fallback.classify._vocabulary import (
     CALLER_ERROR_TYPES,
     GENERIC_TYPES,
+    PARSE_FAILURE_TYPES,
     SPECIFIC_TYPES,
 )
 from model_fallback.errors import CoordinationError, FailoverError
@@ -77,12 +78,14 @@ class TypeFacts:
             return ""
         return ""
 
-    def type_reasons(self, tp: type) -> tuple[FailoverReason | None, FailoverReason | None, str | None]:
-        """``(specific, generic, caller_error)`` from the names in *tp*'s MRO: the reason
-        a specific type name states, the one a generic name states, and the name of the
-        programming error it is (``None`` when it is none)."""
+    def type_reasons(self, tp: type) -> tuple[FailoverReason | None, FailoverReason | None, str | None, bool]:
+        """``(specific, generic, caller_error, located)`` from the names in *tp*'s MRO: the
+        reason a specific type name states, the one a generic name states, the name of the
+        programming error it is (``None`` when it is none), and whether its meaning
+        depends on where it was raised (:data:`PARSE_FAILURE_TYPES`)."""
         specific = generic = None
         caller = None
+        located = False
         try:
             for base in tp.__mro__:
                 name = base.__name__
@@ -92,9 +95,10 @@ class TypeFacts:
                     generic = GENERIC_TYPES.get(name)
                 if caller is None and name in CALLER_ERROR_TYPES:
                     caller = tp.__name__
+                located = located or name in PARSE_FAILURE_TYPES
         except Exception:
-            return None, None, None
-        return specific, generic, caller
+            return None, None, None, False
+        return specific, generic, caller, located
 
     def attribute_layout(self, tp: type) -> tuple[bool, tuple[str, ...]]:
         """``(plain, class_names)``: whether *tp* has no custom attribute hooks (so its
@@ -140,8 +144,8 @@ class TypeFacts:
                 return False
             if tp.__name__ == "FailoverError":
                 return False
-            if self.type_reasons(tp)[2] is not None:
-                return False  # a programming error: the answer depends on where it was raised
+            if self.type_reasons(tp)[3]:
+                return False  # the answer depends on where it was raised
             consts = self.class_constants(tp)
         except Exception:
             return False
@@ -161,7 +165,7 @@ class CachedTypeFacts(TypeFacts):
 
     def __init__(self) -> None:
         self._coordination: dict[type, str] = {}
-        self._reasons: dict[type, tuple[FailoverReason | None, FailoverReason | None, str | None]] = {}
+        self._reasons: dict[type, tuple[FailoverReason | None, FailoverReason | None, str | None, bool]] = {}
         self._layout: dict[type, tuple[bool, tuple[str, ...]]] = {}
         self._constants: dict[type, dict[str, Any] | None] = {}
         self.leaf_types: dict[type, bool] = {}
@@ -191,13 +195,13 @@ class CachedTypeFacts(TypeFacts):
         self._remember(self._coordination, tp, kind)
         return kind
 
-    def type_reasons(self, tp: type) -> tuple[FailoverReason | None, FailoverReason | None, str | None]:
+    def type_reasons(self, tp: type) -> tuple[FailoverReason | None, FailoverReason | None, str | None, bool]:
         try:
             return self._reasons[tp]
         except KeyError:
             pass
         except Exception:
-            return None, None, None
+            return None, None, None, False
         found = super().type_reasons(tp)
         self._remember(self._reasons, tp, found)
         return found

@@ -38,6 +38,8 @@ __all__ = [
     "CONTEXT_OVERFLOW",
     "GENERIC_CODES",
     "GENERIC_TYPES",
+    "MALFORMED_RESPONSE_TEXT",
+    "PARSE_FAILURE_TYPES",
     "PROVIDERS",
     "RESPONSE_PARSING_MODULES",
     "SPECIFIC_CODES",
@@ -132,6 +134,7 @@ SPECIFIC_CODES: Final = MappingProxyType(
                 "MODELNOTREADYEXCEPTION",  # Bedrock
                 "SERVICEUNAVAILABLEEXCEPTION",  # Bedrock
                 "MODEL_NOT_READY",
+                "CAPACITY_EXCEEDED",  # Groq flex tier (498)
             ),
             OVERLOADED,
         ),
@@ -147,6 +150,7 @@ SPECIFIC_CODES: Final = MappingProxyType(
                 "EXCEEDED_CURRENT_QUOTA_ERROR",  # Moonshot: the balance, not a rate
                 "BUDGET_EXCEEDED",
                 "ARREARAGE",  # DashScope: the account is in arrears
+                "ENFORCED_SPEND_LIMIT_REACHED",  # Anthropic: do not retry
             ),
             BILLING,
         ),
@@ -190,6 +194,8 @@ SPECIFIC_CODES: Final = MappingProxyType(
                 "CONTEXT_WINDOW_EXCEEDED",
                 "MAX_TOKENS_EXCEEDED",
                 "PROMPT_TOO_LONG",
+                "TOKENS_TOO_LONG",  # Baidu Qianfan (OpenAI-compatible)
+                "CHARACTERS_TOO_LONG",
             ),
             CONTEXT_OVERFLOW_REASON,
         ),
@@ -301,8 +307,9 @@ SPECIFIC_TYPES: Final = MappingProxyType(
         "ContextWindowExceededError": CONTEXT_OVERFLOW_REASON,  # LiteLLM
         "ContentPolicyViolationError": REFUSAL,  # LiteLLM
         "BudgetExceededError": BILLING,  # LiteLLM proxy budgets
+        "EnforcedSpendLimitReachedError": BILLING,  # anthropic
         "APIResponseValidationError": FORMAT,  # openai & co: a response that does not parse
-        "JSONDecodeError": FORMAT,
+        "ResponseValidationError": FORMAT,  # mistralai
     }
 )
 
@@ -327,6 +334,8 @@ GENERIC_TYPES: Final = MappingProxyType(
         "UnprocessableEntityError": FORMAT,
         "ValidationException": FORMAT,
         "GatewayTimeoutError": TIMEOUT,
+        "InvalidTokenError": AUTH,  # cohere 498
+        "JSONDecodeError": FORMAT,  # a body that does not parse; an explicit status says more
     }
 )
 
@@ -344,6 +353,11 @@ CALLER_ERROR_TYPES: Final = frozenset(
         "SyntaxError",
     }
 )
+
+#: Exception types whose meaning depends on where they were raised: inside a provider
+#: SDK's response parsing they say the response was malformed (``format``); elsewhere
+#: they are a bug (the programming errors above) or say nothing.
+PARSE_FAILURE_TYPES: Final = CALLER_ERROR_TYPES | {"LookupError", "ValueError"}
 
 #: Modules that parse provider responses. A programming error raised while one of them is
 #: on the traceback is a malformed response (``format``), not a bug in the caller's code:
@@ -371,7 +385,8 @@ RESPONSE_PARSING_MODULES: Final = (
     "cohere.core.unchecked_base_model",
     "cohere.core.pydantic_utilities",
     "botocore.parsers",
-    "litellm.litellm_core_utils.streaming_handler",
+    "litellm.litellm_core_utils",
+    "litellm.llms",
     "litellm.utils",
     "httpx._models",
 )
@@ -393,12 +408,13 @@ MODEL_NOT_FOUND_TEXT = Rule(
     # "model gpt-4.1-mini not found": dots inside a model name, but not a sentence end
     r"\bmodel\b(?:[^.\n]|\.(?!\s)){0,80}?\b(?:does not exist|not found|is not found|is not a valid model)",
     r"\bis not a valid model id\b",
+    r"model identifier is invalid|invalid model identifier",
     r"\bnot_found_error\b",
     r"model_is_deactivated|model_decommissioned|has been decommissioned",
     r"模型不存在|模型未找到|model does not exist",
 )
 CONTEXT_OVERFLOW = Rule(
-    ("context", "prompt", "request", "token", "too long", "input length", "上下文", "最大", "输入"),
+    ("context", "prompt", "request", "token", "too long", "input", "上下文", "最大", "输入"),
     r"context[_ ]length[_ ]exceeded",
     r"context[_ ]window[_ ]exceeded",
     r"maximum context length",
@@ -418,6 +434,8 @@ CONTEXT_OVERFLOW = Rule(
     r"context overflow",
     r"input length.{0,40}exceed",
     r"`inputs` tokens \+ `max_new_tokens` must be",  # TGI
+    r"tokens too long",
+    r"max input characters",
     r"tokens? .{0,40}(?:is|are) (?:too large|larger than|longer than) .{0,40}(?:maximum|context)",
     r"上下文长度|超过最大长度|超出模型最大|输入长度超过|输入过长|超过了模型的最大|上下文窗口",
 )
@@ -487,6 +505,8 @@ HARD_BILLING = _rx(
     r"payment method",
     r"credit balance",
 )
+RATE_WORDS = _rx(r"rate[_ ]?limit", r"too many requests", r"throttl", r"quota")
+HARD_BILLING_OR_BALANCE = _rx(r"insufficient[_ ](?:credits?|quota|funds|balance)", r"余额不足|欠费")
 PERIODIC_LIMIT = _rx(r"\b(?:daily|weekly|monthly) (?:usage )?limits? (?:exhausted|reached|exceeded)")
 RATE_LIMIT_TEXT = Rule(
     (
@@ -591,7 +611,7 @@ AUTH_TEXT = Rule(
     r"invalid (?:x-)?api[_ -]key",
     r"could not (?:authenticate|validate).{0,40}(?:api key|credentials)",
     r"permission[_ ]error",
-    r"invalid (?:auth(?:entication)? )?token",
+    r"invalid (?:api |auth(?:entication)? )?token",
     r"\bauthentication\b",
     r"\bunauthori[sz]ed\b",
     r"\bforbidden\b",
@@ -616,6 +636,18 @@ FORMAT_TEXT = Rule(
     r"invalid_request_error",
     r"malformed (?:request|json)",
     r"validation error",
+)
+#: A response that arrived but does not have the documented shape: beats a generic status
+#: (LiteLLM reports it as a 500).
+MALFORMED_RESPONSE_TEXT = Rule(
+    ("response", "choices", "malformed", "expecting", "parsing"),
+    r"expecting (?:value|property name|',' delimiter).{0,20}line \d+ column \d+",  # json
+    r"eof while parsing",  # pydantic-core / serde
+    r"response with no '?choices",
+    r"response validation failed",
+    r"malformed (?:response|json)",
+    r"invalid json (?:in )?response",
+    r"unexpected response (?:format|shape|body)",
 )
 TIMEOUT_TEXT = Rule(
     (
@@ -710,8 +742,14 @@ def classify_status(status: int, text: str) -> FailoverReason | None:
     if status == 429:
         if BILLING_TEXT.search(text) and not RETRYABLE_WINDOW.search(text):
             return BILLING
+        if OVERLOADED_TEXT.search(text) and not RATE_WORDS.search(text):
+            return OVERLOADED  # TGI: 429 "Model is overloaded"
         return RATE_LIMIT
+    if status == 498:  # "Invalid Token" (cohere); Groq's flex tier "capacity exceeded"
+        return OVERLOADED if OVERLOADED_TEXT.search(text) else AUTH
     if status in (401, 403):
+        if REFUSAL_TEXT.search(text):
+            return REFUSAL  # OpenRouter: 403 "Your input was flagged" by moderation
         if AUTH_PERMANENT_TEXT.search(text):
             return AUTH_PERMANENT
         if BILLING_TEXT.search(text):
@@ -736,6 +774,8 @@ def classify_status(status: int, text: str) -> FailoverReason | None:
             return SERVER_ERROR
         return OVERLOADED
     if 500 <= status <= 599:
+        if BILLING_TEXT.search(text) and HARD_BILLING_OR_BALANCE.search(text):
+            return BILLING  # MiniMax (Anthropic-compatible): 500 "insufficient balance (1008)"
         return OVERLOADED if OVERLOADED_TEXT.search(text) else SERVER_ERROR
     if status in (400, 422):
         msg = classify_message(text)

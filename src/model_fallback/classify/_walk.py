@@ -304,8 +304,11 @@ def _raised_while_parsing(err: Any) -> bool:
         for _ in range(200):
             if tb is None:
                 return False
-            module = tb.tb_frame.f_globals.get("__name__", "")
-            if isinstance(module, str):
+            frame = tb.tb_frame
+            module = frame.f_globals.get("__name__", "")
+            # pydantic's __getattr__ raising AttributeError for a typo in the caller's
+            # `response.choices[0].mesage` is the caller's access, not a parse
+            if isinstance(module, str) and frame.f_code.co_name not in ("__getattr__", "__getattribute__"):
                 for prefix in vocab.RESPONSE_PARSING_MODULES:
                     if module == prefix or module.startswith(prefix + "."):
                         return True
@@ -333,6 +336,7 @@ class _Read(NamedTuple):
     coord_index: int
     coord_kind: str
     truncated: bool
+    parse_failure: bool  # an exception raised inside an SDK's response parsing
 
 
 def _read_chain(err: object, facts: TypeFacts) -> _Read:
@@ -340,8 +344,9 @@ def _read_chain(err: object, facts: TypeFacts) -> _Read:
     parents = [-1]
     depths = [0]
     seen = {id(err)}
-    r = _Read(nodes, parents, [], [], [], [], [], [], [], -1, "", False)
+    r = _Read(nodes, parents, [], [], [], [], [], [], [], -1, "", False, False)
     coord_index, coord_kind, truncated = -1, "", False
+    parse_failure = False
     i = 0
     while i < len(nodes):
         node = nodes[i]
@@ -351,7 +356,10 @@ def _read_chain(err: object, facts: TypeFacts) -> _Read:
         specific = generic = None
         caller = None
         if is_exc:
-            specific, generic, caller = facts.type_reasons(type(node))
+            specific, generic, caller, located = facts.type_reasons(type(node))
+            if located and _raised_while_parsing(node):
+                parse_failure = True
+                caller = None  # an SDK choking on a response, not the caller's bug
         status = _node_status(attrs)
         text = "" if caller else raw_text.lower()
         if status is None and text and not isinstance(node, str | bytes | bytearray):
@@ -394,7 +402,9 @@ def _read_chain(err: object, facts: TypeFacts) -> _Read:
         i += 1
     if coord_index < 0 and truncated:
         coord_index, coord_kind = _scan_for_coordination(nodes, seen, facts)
-    return r._replace(coord_index=coord_index, coord_kind=coord_kind, truncated=truncated)
+    return r._replace(
+        coord_index=coord_index, coord_kind=coord_kind, truncated=truncated, parse_failure=parse_failure
+    )
 
 
 def _scan_for_coordination(nodes: list[Any], seen: set[int], facts: TypeFacts) -> tuple[int, str]:
@@ -423,6 +433,28 @@ def _scan_for_coordination(nodes: list[Any], seen: set[int], facts: TypeFacts) -
     return -1, ""
 
 
+# When several specific codes disagree (LiteLLM's own type "throttling_error" over the
+# provider's "insufficient_quota"), the narrower reason wins.
+_RANK = {
+    r: i
+    for i, r in enumerate(
+        (
+            FailoverReason.AUTH_PERMANENT,
+            FailoverReason.BILLING,
+            FailoverReason.CONTEXT_OVERFLOW,
+            FailoverReason.MODEL_NOT_FOUND,
+            FailoverReason.REFUSAL,
+            FailoverReason.AUTH,
+            FailoverReason.OVERLOADED,
+            FailoverReason.RATE_LIMIT,
+            FailoverReason.SERVER_ERROR,
+            FailoverReason.FORMAT,
+            FailoverReason.TIMEOUT,
+        )
+    )
+}
+
+
 def _codes_reason(
     codes: list[str], provider: vocab.ProviderVocabulary | None
 ) -> tuple[FailoverReason | None, str | None]:
@@ -432,13 +464,14 @@ def _codes_reason(
             r = provider.codes.get(c)
             if r is not None:
                 return r, c
+    best: tuple[FailoverReason | None, str | None] = (None, None)
     for c in codes:
         r = vocab.SPECIFIC_CODES.get(c)
         if r is None and c.startswith("THROTTL"):
             r = FailoverReason.RATE_LIMIT  # DashScope's Throttling.* family
-        if r is not None:
-            return r, c
-    return None, None
+        if r is not None and (best[0] is None or _RANK.get(r, 99) < _RANK.get(best[0], 99)):
+            best = (r, c)
+    return best
 
 
 def _decide(read: _Read, provider: vocab.ProviderVocabulary | None) -> Classification:
@@ -478,12 +511,11 @@ def _decide(read: _Read, provider: vocab.ProviderVocabulary | None) -> Classific
         return found(nested)
     # 2-3. a provider's own code, a specific code (a timeout code waits for the status)
     transport: FailoverReason | None = None
-    for node_codes in codes:
-        r, c = _codes_reason(node_codes, provider)
-        if r is FailoverReason.TIMEOUT:
-            transport = transport or r
-        elif r is not None:
-            return found(r, c)
+    r, c = _codes_reason([c for node_codes in codes for c in node_codes], provider)
+    if r is FailoverReason.TIMEOUT:
+        transport = r
+    elif r is not None:
+        return found(r, c)
     if provider is not None and all_text:
         for pattern, reason in provider.messages:
             if pattern.search(all_text):
@@ -493,12 +525,18 @@ def _decide(read: _Read, provider: vocab.ProviderVocabulary | None) -> Classific
             transport = transport or r
         elif r is not None:
             return found(r)
+    # 4. overflow text and malformed-response text beat a generic status
+    if status != 429 and vocab.is_overflow_text(all_text):
+        return found(FailoverReason.CONTEXT_OVERFLOW)
+    if vocab.MALFORMED_RESPONSE_TEXT.search(all_text):
+        return found(FailoverReason.FORMAT)
+    # an SDK that choked on the response: beats a transport wrapper around it (LiteLLM's
+    # APIConnectionError with status 500), not a real error status
+    if read.parse_failure and (transport is not None or status is None or 200 <= status < 300):
+        return found(FailoverReason.FORMAT)
     # a connection that failed: only a 4xx status says more about the request
     if transport is not None and (status is None or status >= 500):
         return found(transport)
-    # 4. overflow text beats a generic status
-    if status != 429 and vocab.is_overflow_text(all_text):
-        return found(FailoverReason.CONTEXT_OVERFLOW)
     # 5. the status, refined by the text
     if status is not None:
         r = vocab.classify_status(status, all_text)
@@ -523,11 +561,11 @@ def _decide(read: _Read, provider: vocab.ProviderVocabulary | None) -> Classific
     # 8. a transport failure with nothing else said
     if transport is not None:
         return found(transport)
-    # 9. a programming error: the caller's bug, or an SDK choking on a malformed response
-    for i, caller in enumerate(read.callers):
+    if read.parse_failure:
+        return found(FailoverReason.FORMAT)
+    # 9. a programming error raised outside any response parsing: the caller's bug
+    for caller in read.callers:
         if caller is not None:
-            if _raised_while_parsing(read.nodes[i]):
-                return found(FailoverReason.FORMAT)
             return Classification(None, None, status, code, caller)
     return Classification(None, None, status, code)
 
@@ -555,11 +593,13 @@ def _analyze(err: object, name: str | None, provider: vocab.ProviderVocabulary |
         and err.__cause__ is None
         and (err.__context__ is None or err.__suppress_context__)
         and not isinstance(err, BaseExceptionGroup)
-        and CACHED.type_reasons(tp)[2] is None  # where a programming error arose matters
     ):
         # A leaf error (nothing beneath it) is classified by its type, its scalar attributes
-        # and its text alone: remember the answer, since providers repeat the same errors.
+        # and its text alone (and, for a type whose meaning depends on where it was raised,
+        # by whether a response parser raised it): remember the answer, since providers
+        # repeat the same errors.
         consts = CACHED.class_constants(tp)
+        located = CACHED.type_reasons(tp)[3]
         try:
             if consts is not None and not err.__dict__ and not (consts.keys() & CHILD_SET):
                 key: Any = (tp, 1 if CACHED.is_leaf_type(tp) else None, _text_of(err, consts), name)
@@ -568,6 +608,8 @@ def _analyze(err: object, name: str | None, provider: vocab.ProviderVocabulary |
                 if attrs.keys() & CHILD_SET:
                     return _walk(err, provider, CACHED)
                 key = (tp, tuple(attrs.items()), _text_of(err, attrs), name)
+            if located:
+                key = (*key, _raised_while_parsing(err))
             hit = CACHED.leaf_get(key)
         except Exception:  # an unhashable attribute value
             return _walk(err, provider, CACHED)
