@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -116,9 +117,9 @@ async def test_breaking_a_lock_never_unlinks_one_claimed_after_the_check(
     path = tmp_path / "s.jsonl"
     stuck = SessionWriteLock(path)
     await stuck.acquire()
-    # Age the holder's metadata: it is now a live holder past stale_after.
+    # Age the holder's metadata (its CLOCK_BOOTTIME stamp): it is now a live holder past stale_after.
     meta = json.loads(stuck.lock_path.read_bytes())
-    stuck.lock_path.write_text(json.dumps({**meta, "created_at": meta["created_at"] - 3600}))
+    stuck.lock_path.write_text(json.dumps({**meta, "boottime": meta["boottime"] - 3600}))
 
     breaker = SessionWriteLock(path, acquire_timeout=5, stale_after=60)
     other: list[subprocess.Popen[str]] = []
@@ -126,7 +127,7 @@ async def test_breaking_a_lock_never_unlinks_one_claimed_after_the_check(
     calls = 0
     original_owner = SessionWriteLock._owner
 
-    def owner_then_race(self: SessionWriteLock) -> tuple[int | None, bool | None, float | None]:
+    def owner_then_race(self: SessionWriteLock) -> Any:
         nonlocal calls
         found = original_owner(self)
         if self is breaker:

@@ -7,16 +7,25 @@ Waiting polls ``LOCK_EX | LOCK_NB`` with capped exponential backoff on ``anyio.s
 the event loop is never blocked.
 
 Holders that die. The kernel drops a dead process's ``flock``, so a crashed holder never
-blocks anyone. The holder writes its metadata (pid, process start time, host,
-created_at) into the lock file and clears it on release; an acquirer that finds metadata
-of a dead (or recycled) pid knows it is taking over from a crashed holder and reports a
-stale-lock reclaim with that reason. ``stale_after`` only bounds a *live* holder that is
-stuck: past it, a waiter breaks the lock by unlinking the lock file (under an exclusive
-``flock`` on ``<session>.lock.break``, after re-checking the holder's age), so new acquirers
-lock a fresh inode while the stuck holder keeps a lock on a file nobody else uses any more.
-Every acquirer takes and claims the lock under a *shared* ``flock`` on that break file, so a
-breaker's check-then-unlink cannot interleave with a new holder's claim: the breaker never
-unlinks a lock that someone took after its check.
+blocks anyone. The holder writes its metadata (pid, process start time, host, boot id, pid
+namespace, and the time it took the lock on ``CLOCK_BOOTTIME``) into the lock file and
+clears it on release; an acquirer that finds metadata of a dead (or recycled) pid knows it
+is taking over from a crashed holder and reports a stale-lock reclaim with that reason.
+
+A child forked by the holder shares the locked file description, so the kernel would keep
+the lock for as long as the child lives. Two defences: an at-fork hook closes, in every
+``os.fork`` child, the descriptors of the locks its parent holds; and a waiter refused by a
+lock whose recorded holder is provably dead (same host, boot and pid namespace; the pid gone
+or reused) breaks it at once, which also covers forks that bypass Python's hooks.
+
+``stale_after`` bounds a *live* holder that is stuck. Its age is measured on
+``CLOCK_BOOTTIME``, which never steps with the wall clock and is shared by every process of
+one boot (the boot id tells a reboot). Past it, a waiter breaks the lock by unlinking the lock
+file (under an exclusive ``flock`` on ``<session>.lock.break``, after re-checking the holder),
+so new acquirers lock a fresh inode while the stuck holder keeps a lock on a file nobody else
+uses any more. Every acquirer takes and claims the lock under a *shared* ``flock`` on that
+break file, so a breaker's check-then-unlink cannot interleave with a new holder's claim: the
+breaker never unlinks a lock that someone took after its check.
 """
 
 from __future__ import annotations
@@ -31,14 +40,19 @@ import os
 import socket
 import stat
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 
-from model_fallback.errors import CoordinationError, SessionIOError, SessionWriteLockTimeoutError
+from model_fallback.errors import (
+    CoordinationError,
+    SessionIOError,
+    SessionWriteLockTimeoutError,
+)
 from model_fallback.events import LockAcquired, LockTimedOut, StaleLockReclaimed, dispatch
 
 __all__ = [
@@ -154,7 +168,105 @@ def pid_alive(pid: int, start_time: int | None = None) -> bool:
     return True
 
 
-_SELF_START = process_start_time(os.getpid())
+def _read_boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _ns_inode(kind: str) -> int | None:
+    try:
+        return os.stat(f"/proc/self/ns/{kind}").st_ino
+    except OSError:
+        return None
+
+
+_BOOT_ID = _read_boot_id()
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def _boottime() -> float:
+    """Seconds on a clock that never steps and that every process of this boot shares.
+
+    ``CLOCK_BOOTTIME`` (Linux): unlike ``time.time()`` it does not jump with NTP or a VM
+    resume; unlike ``CLOCK_MONOTONIC`` it also counts suspend, so a holder stuck across a
+    suspend ages. Elsewhere ``time.monotonic()``.
+    """
+    return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
+
+
+class _Identity(NamedTuple):
+    pid: int
+    start_time: int | None
+    pidns: int | None
+    timens: int | None
+
+
+_identity: _Identity | None = None
+
+
+def _self() -> _Identity:
+    """This process's identity, recomputed in a forked child (its own pid and start time: a
+    child writing its parent's start time would look like a recycled pid, i.e. dead)."""
+    global _identity
+    pid = os.getpid()
+    ident = _identity
+    if ident is None or ident.pid != pid:
+        ident = _identity = _Identity(pid, process_start_time(pid), _ns_inode("pid"), _ns_inode("time"))
+    return ident
+
+
+class _Holder(NamedTuple):
+    """What a lock file's metadata says about its holder."""
+
+    pid: int | None
+    alive: bool | None  # None: cannot tell (another host, another pid namespace)
+    provably_dead: bool  # dead beyond doubt: its lock may be broken at once
+    age: float | None  # seconds since it took the lock, None when unknown
+    reason: str  # the reclaim reason when its lock is taken over
+    note: str  # for messages: "alive", "dead", "alive unknown: another pid namespace", ...
+
+
+def _assess(meta: dict[str, Any]) -> _Holder:
+    pid = meta.get("pid")
+    created = meta.get("created_at")
+    wall_age = time.time() - created if isinstance(created, int | float) else None
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return _Holder(None, None, False, wall_age, "invalid_metadata", "owner unknown")
+    host = meta.get("host")
+    if host not in (None, _HOST):
+        # Another machine (a shared filesystem): its pids and clocks are not ours; the wall
+        # clock is the only one two hosts share.
+        return _Holder(pid, None, False, wall_age, "foreign_host", f"alive unknown: host {host}")
+    me = _self()
+    boot = meta.get("boot_id")
+    if boot is not None and _BOOT_ID is not None and boot != _BOOT_ID:
+        return _Holder(pid, False, True, None, "dead_pid", "dead: before a reboot")
+    same_boot = boot is not None and boot == _BOOT_ID
+    pidns = meta.get("pidns")
+    timens = meta.get("timens")
+    boottime = meta.get("boottime")
+    age = wall_age
+    comparable = same_boot and timens == me.timens  # a time namespace may offset CLOCK_BOOTTIME
+    if comparable and isinstance(boottime, int | float) and not isinstance(boottime, bool):
+        age = _boottime() - boottime
+    if pidns is not None and pidns != me.pidns:
+        # Its pid means another process here (pid 1 of a container is not our pid 1).
+        return _Holder(pid, None, False, age, "kernel_released", "alive unknown: another pid namespace")
+    start = meta.get("start_time")
+    if not pid_alive(pid):
+        alive, reason = False, "dead_pid"
+    elif isinstance(start, int) and not pid_alive(pid, start):
+        alive, reason = False, "recycled_pid"
+    elif pid == me.pid:
+        alive, reason = True, "orphan_self"
+    else:
+        alive, reason = True, "kernel_released"
+    # Metadata of an older version (no boot id or pid namespace) is reported, never broken.
+    provably_dead = not alive and same_boot and pidns is not None
+    return _Holder(pid, alive, provably_dead, age, reason, "alive" if alive else "dead")
 
 
 def _read_meta(fd: int) -> dict[str, Any] | None:
@@ -166,9 +278,30 @@ def _read_meta(fd: int) -> dict[str, Any] | None:
         return None
     try:
         meta = json.loads(raw.decode("utf-8", "replace"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return meta if isinstance(meta, dict) else None
+
+
+# Locks held by this process, so that a forked child can drop its copies of their descriptors.
+_HELD: weakref.WeakSet[SessionWriteLock] = weakref.WeakSet()
+
+
+def _forget_inherited_locks() -> None:
+    """In a forked child: close the inherited descriptors of the parent's locks.
+
+    The child shares their locked file descriptions; if it kept them, the kernel would keep
+    the lock after the parent died, for as long as the child lives. Closing (never unlocking:
+    that would release the parent's lock) is enough. The child's copies of the lock objects
+    then hold nothing.
+    """
+    for lock in list(_HELD):
+        lock._drop_descriptors()
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_locks)
 
 
 class SessionWriteLock:
@@ -180,7 +313,9 @@ class SessionWriteLock:
         acquire_timeout: seconds to wait before raising
             :class:`~model_fallback.SessionWriteLockTimeoutError`.
         stale_after: seconds after which a *live* holder is considered stuck and its lock
-            broken; dead holders are reclaimed at once whatever this says.
+            broken (measured on ``CLOCK_BOOTTIME``, so a wall-clock step changes nothing);
+            0 or ``inf`` never breaks a live holder. Dead holders are reclaimed at once
+            whatever this says.
         observers: telemetry observers (lock waits, timeouts, stale reclaims).
 
     Use it as ``async with SessionWriteLock(path): ...``. It is not reentrant: acquiring
@@ -212,6 +347,7 @@ class SessionWriteLock:
         self.stale_after = float(stale_after)
         self.observers = tuple(observers)
         self._fd: int | None = None
+        self._bfd: int | None = None  # the break file, open while held
         self.reclaims = 0
 
     @property
@@ -220,7 +356,7 @@ class SessionWriteLock:
         return self._fd is not None
 
     def _open(self, operation: str) -> tuple[int, os.stat_result]:
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
             fd = os.open(self.lock_path, flags, 0o644)
         except OSError as exc:
@@ -252,16 +388,20 @@ class SessionWriteLock:
         return fd, st
 
     def _open_break(self) -> int | None:
-        """The break file's descriptor, or None when it cannot be opened.
+        """The break file's descriptor, or None when it cannot be opened (or is not a file).
 
         Without it this acquirer cannot fence breakers out; but a breaker needs the same
         file to break anything, and it lives in the lock's own directory.
         """
         try:
-            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-            return os.open(f"{self.lock_path}.break", flags, 0o644)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            bfd = os.open(f"{self.lock_path}.break", flags, 0o644)
         except OSError:
             return None
+        if not stat.S_ISREG(os.fstat(bfd).st_mode):
+            os.close(bfd)
+            return None
+        return bfd
 
     def _lock_and_claim(self, fd: int, mine: os.stat_result, bfd: int | None) -> bool:
         """One attempt: lock and claim under a shared lock on the break file (see module doc)."""
@@ -295,26 +435,20 @@ class SessionWriteLock:
         """We hold the kernel lock: report a crashed previous holder, write our metadata."""
         meta = _read_meta(fd)
         if meta is not None:
-            pid = meta.get("pid")
-            start = meta.get("start_time")
-            host = meta.get("host")
-            reason = None
-            if isinstance(pid, int):
-                if host not in (None, _HOST):
-                    reason = "foreign_host"
-                elif not pid_alive(pid):
-                    reason = "dead_pid"
-                elif isinstance(start, int) and not pid_alive(pid, start):
-                    reason = "recycled_pid"
-                elif pid == os.getpid():
-                    reason = "orphan_self"
-                else:
-                    reason = "kernel_released"
-            else:
-                reason = "invalid_metadata"
-            self._reclaimed(reason, pid if isinstance(pid, int) else None)
+            holder = _assess(meta)
+            self._reclaimed(holder.reason, holder.pid)
+        me = _self()
         payload = json.dumps(
-            {"pid": os.getpid(), "start_time": _SELF_START, "host": _HOST, "created_at": time.time()}
+            {
+                "pid": me.pid,
+                "start_time": me.start_time,
+                "host": _HOST,
+                "boot_id": _BOOT_ID,
+                "pidns": me.pidns,
+                "timens": me.timens,
+                "boottime": _boottime(),
+                "created_at": time.time(),  # for people reading the file; ages use boottime
+            }
         ).encode()
         try:
             os.ftruncate(fd, 0)
@@ -338,29 +472,35 @@ class SessionWriteLock:
                 self.observers, "stale_lock_reclaimed", StaleLockReclaimed(str(self.path), reason, owner_pid)
             )
 
-    def _owner(self) -> tuple[int | None, bool | None, float | None]:
+    def _owner(self) -> tuple[dict[str, Any] | None, _Holder | None]:
+        """The lock file's metadata as it is now, and what it says about the holder."""
         try:
-            fd = os.open(self.lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(self.lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
-            return None, None, None
+            return None, None
         try:
             meta = _read_meta(fd)
         finally:
             os.close(fd)
-        if not meta or not isinstance(meta.get("pid"), int):
-            return None, None, None
-        pid = int(meta["pid"])
-        start = meta.get("start_time")
-        alive = pid_alive(pid, start if isinstance(start, int) else None)
-        created = meta.get("created_at")
-        return pid, alive, float(created) if isinstance(created, int | float) else None
+        return (meta, _assess(meta)) if meta else (None, None)
 
-    def _break_if_stuck(self, bfd: int | None) -> bool:
-        """Break the lock of a live holder older than stale_after. True if broken."""
-        if bfd is None or self.stale_after <= 0 or math.isinf(self.stale_after):
+    def _breakable(self, holder: _Holder | None) -> str | None:
+        """The reclaim reason if *holder*'s lock may be broken now, else None."""
+        if holder is None:
+            return None
+        if holder.provably_dead:
+            return holder.reason
+        if self.stale_after <= 0 or math.isinf(self.stale_after) or holder.age is None:
+            return None
+        return "too_old" if holder.age >= self.stale_after else None
+
+    def _break_if_dead_or_stuck(self, bfd: int | None) -> bool:
+        """Break the lock of a provably dead holder (whose lock a forked child kept), or of a
+        live one older than stale_after. True if broken."""
+        if bfd is None:
             return False
-        _pid, alive, created = self._owner()
-        if created is None or time.time() - created < self.stale_after:
+        meta, holder = self._owner()
+        if self._breakable(holder) is None:
             return False
         if not _flock_nb(bfd, fcntl.LOCK_EX):
             return False
@@ -368,12 +508,13 @@ class SessionWriteLock:
             # Re-check under the break lock. No acquirer can lock and claim while we hold it
             # (they claim under a shared lock on the same file), so the holder we see here is
             # the one whose lock we unlink, or nobody.
-            pid2, _alive2, created2 = self._owner()
-            if created2 is None or created2 != created or time.time() - created2 < self.stale_after:
+            meta2, holder2 = self._owner()
+            reason = self._breakable(holder2)
+            if meta2 != meta or reason is None or holder2 is None:
                 return False
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.lock_path)
-            self._reclaimed("too_old" if alive else "dead_pid", pid2)
+            self._reclaimed(reason, holder2.pid)
             return True
         finally:
             fcntl.flock(bfd, fcntl.LOCK_UN)
@@ -402,9 +543,11 @@ class SessionWriteLock:
             bfd = self._open_break()
             try:
                 await self._acquire_loop(fd, opened, bfd, start_ns, t0, deadline, reacquire)
-            finally:
+            except BaseException:
                 if bfd is not None:
                     os.close(bfd)
+                raise
+            self._bfd = bfd
 
     async def _acquire_loop(
         self,
@@ -416,6 +559,7 @@ class SessionWriteLock:
         deadline: float,
         reacquire: bool,
     ) -> None:
+        operation = "reacquire" if reacquire else "acquire"
         delay = _POLL_FIRST
         last_stuck_check: float | None = None
         while True:
@@ -426,6 +570,7 @@ class SessionWriteLock:
                 raise
             if locked:
                 self._fd = fd
+                _HELD.add(self)
                 waited = time.monotonic() - t0
                 if self.observers:
                     dispatch(
@@ -436,20 +581,22 @@ class SessionWriteLock:
                 return
             os.close(fd)
             now = time.monotonic()
-            # Look for a stuck holder at the first refusal (a short acquire_timeout must
-            # still break a lock past stale_after), then once a second.
+            # Look for a dead or stuck holder at the first refusal (a short acquire_timeout
+            # must still break a lock past stale_after), then once a second.
             if last_stuck_check is None or now - last_stuck_check >= 1.0:
                 last_stuck_check = now
-                if self._break_if_stuck(bfd):
-                    fd, opened = self._open("reacquire" if reacquire else "acquire")
+                if self._break_if_dead_or_stuck(bfd):
+                    fd, opened = self._open(operation)
                     continue
             if now >= deadline:
-                pid, alive, _created = self._owner()
+                _meta, holder = self._owner()
+                pid = holder.pid if holder else None
+                alive = holder.alive if holder else None
                 waited = now - t0
                 err = SessionWriteLockTimeoutError(
                     f"session file locked (waited {waited:.3f}s of {self.acquire_timeout:g}s): "
                     f"{'pid=' + str(pid) if pid is not None else 'owner unknown'}"
-                    f"{'' if alive is None else (' (alive)' if alive else ' (dead)')} {self.lock_path}",
+                    f"{f' ({holder.note})' if holder and pid is not None else ''} {self.lock_path}",
                     path=str(self.path),
                     waited_s=waited,
                     owner_pid=pid,
@@ -464,7 +611,7 @@ class SessionWriteLock:
                 raise err
             await anyio.sleep(min(delay, max(0.0, deadline - now)))
             delay = min(delay * 1.5, _POLL_MAX)
-            fd, opened = self._open("reacquire" if reacquire else "acquire")
+            fd, opened = self._open(operation)
 
     def release(self) -> None:
         """Release the lock (clearing our metadata first). A no-op when not held."""
@@ -472,20 +619,35 @@ class SessionWriteLock:
         if fd is None:
             return
         self._fd = None
+        _HELD.discard(self)
+        bfd, self._bfd = self._bfd, None
         try:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+            if bfd is not None:
+                os.close(bfd)
+
+    def _drop_descriptors(self) -> None:
+        """Close our descriptors without unlocking (a forked child's copies; see
+        :func:`_forget_inherited_locks`)."""
+        fd, bfd = self._fd, self._bfd
+        self._fd = self._bfd = None
+        for d in (fd, bfd):
+            if d is not None:
+                with contextlib.suppress(OSError):
+                    os.close(d)
 
     def __del__(self) -> None:
         # A lock object dropped while held must not keep the kernel lock for the life of
         # the process.
-        fd = getattr(self, "_fd", None)
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        for name in ("_fd", "_bfd"):
+            fd = getattr(self, name, None)
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     async def __aenter__(self) -> SessionWriteLock:
         await self.acquire()
