@@ -6,7 +6,7 @@ real SIGKILLs and a real second PID namespace:
   bypasses Python's at-fork hooks, as a C extension's fork would;
 * a lock taken *in* a forked child: its holder is alive and must be reported so;
 * a wall-clock step (the clock the code reads, patched in a subprocess) must not break a
-  young live lock;
+  young live lock; a slow holder whose lock was broken must not write any more;
 * a holder in another PID namespace (``unshare --pid``) is pid 1 there: alive-unknown here,
   never "dead".
 """
@@ -22,11 +22,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 import model_fallback as mf
 from model_fallback import events as ev
-from model_fallback.session import SessionWriteLock
+from model_fallback.session import SessionFile, SessionWriteLock
 from tests.conftest import IN_CI
 
 pytestmark = pytest.mark.anyio
@@ -227,6 +228,64 @@ def test_wall_clock_step_does_not_break_a_young_live_lock(
     finally:
         holder.kill()
         holder.wait(timeout=10)
+
+
+BREAKER = textwrap.dedent(
+    """
+    import sys
+    import anyio
+    from model_fallback.session import SessionFile
+    anyio.run(SessionFile(sys.argv[1], lock_timeout=5, stale_after=0.3).append, {"by": "breaker"})
+    """
+)
+
+
+async def test_holder_whose_lock_was_broken_cannot_write(tmp_path: Path) -> None:
+    """A slow live holder is broken by another process (older than its stale_after=0.3). The slow
+    holder's next append, read and prompt release raise a takeover (its lock is lost) instead of
+    writing as a second holder; the transcript holds only the breaker's entry after its own."""
+    path = tmp_path / "s.jsonl"
+    sf = SessionFile(path, lock_timeout=2)
+    async with sf.locked() as held:
+        await held.append({"by": "slow"})
+        await anyio.sleep(0.5)
+        breaker = await anyio.run_process([sys.executable, "-c", BREAKER, str(path)], check=False)
+        assert breaker.returncode == 0, breaker.stderr
+        with pytest.raises(mf.SessionTakeoverError, match="broken") as info:
+            await held.append({"by": "slow", "late": True})
+        assert mf.coordination_kind(info.value) == "session_takeover"
+        with pytest.raises(mf.SessionTakeoverError):
+            await held.read()
+        with pytest.raises(mf.SessionTakeoverError):
+            async with held.released_for_prompt():
+                pass
+    assert [e["by"] for e in await sf.read()] == ["slow", "breaker"]
+
+
+async def test_holder_broken_before_its_prompt_release_raises(tmp_path: Path) -> None:
+    """The same, discovered at the release for the prompt: the fence would otherwise be taken
+    over a file the breaker already changed, hiding that change."""
+    path = tmp_path / "s.jsonl"
+    sf = SessionFile(path, lock_timeout=2)
+    calls: list[str] = []
+
+    async def run(c: mf.Candidate) -> str:
+        calls.append(str(c))
+        return "answer"
+
+    async with sf.locked() as held:
+        await held.append({"by": "slow"})
+        await anyio.sleep(0.5)
+        breaker = await anyio.run_process([sys.executable, "-c", BREAKER, str(path)], check=False)
+        assert breaker.returncode == 0, breaker.stderr
+
+        async def attempt(c: mf.Candidate) -> str:
+            async with held.released_for_prompt():
+                return await run(c)
+
+        with pytest.raises(mf.SessionTakeoverError, match="broken"):
+            await mf.run_with_model_fallback(attempt, ["a/x", "b/y"])
+    assert calls == []
 
 
 # --- item 15c: a holder in another PID namespace ------------------------------------------

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 from model_fallback.errors import SessionIOError
 from model_fallback.session._file import Fingerprint, HeldSession, SessionFile, Transcript, fingerprint
-from model_fallback.session._lock import SessionLockPathError, SessionWriteLock, pid_alive
+from model_fallback.session._lock import (
+    SessionLockLostError,
+    SessionLockPathError,
+    SessionWriteLock,
+    pid_alive,
+)
 from model_fallback.session._turn import run_embedded_turn
 
 __all__ = [
@@ -22,6 +27,7 @@ __all__ = [
     "HeldSession",
     "SessionFile",
     "SessionIOError",
+    "SessionLockLostError",
     "SessionLockPathError",
     "SessionWriteLock",
     "Transcript",

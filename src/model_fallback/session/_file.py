@@ -9,10 +9,10 @@ import logging
 import os
 import stat
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -23,11 +23,18 @@ from model_fallback.errors import (
     SessionWriteLockTimeoutError,
 )
 from model_fallback.events import FenceChecked, dispatch
-from model_fallback.session._lock import SessionLockPathError, SessionWriteLock, session_io, session_io_error
+from model_fallback.session._lock import (
+    SessionLockLostError,
+    SessionLockPathError,
+    SessionWriteLock,
+    session_io,
+    session_io_error,
+)
 
 __all__ = ["Fingerprint", "HeldSession", "SessionFile", "Transcript", "fingerprint"]
 
 _log = logging.getLogger("model_fallback.session")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,10 +273,17 @@ class SessionFile:
         return SessionWriteLock(self.path, self.lock_timeout, self.stale_after, observers=self.observers)
 
     async def append(self, entry: Mapping[str, Any]) -> None:
-        """Take the lock and append *entry* as one complete JSON line."""
+        """Take the lock and append *entry* as one complete JSON line.
+
+        Raises:
+            TypeError, ValueError: *entry* cannot be written as standard JSON that reads back
+                the same (nothing is written, the lock is not taken).
+            SessionWriteLockTimeoutError: the lock was not acquired in time.
+            SessionIOError: a local OS error; a partial line is rolled back.
+        """
         line = _encode(entry)
-        async with self.lock():
-            _append_line(self.path, line, self.fsync)
+        async with self.lock() as lock:
+            await lock.fenced_write(lambda: _append_line(self.path, line, self.fsync))
 
     async def read(self) -> Transcript:
         """Read every entry under the lock; a torn last line is reported, not hidden."""
@@ -317,28 +331,61 @@ class HeldSession:
         """Append one entry as this holder (also allowed while released for a prompt).
 
         Raises:
-            SessionTakeoverError: the session was taken over earlier in this turn.
+            TypeError, ValueError: *entry* cannot be written as standard JSON that reads back
+                the same (nothing is written).
+            SessionTakeoverError: the session was taken over (now or earlier in this turn),
+                or this holder's lock was broken (:class:`SessionLockLostError`).
             SessionWriteLockTimeoutError: the lock was lost earlier in this turn.
+            SessionIOError: a local OS error; a partial line is rolled back.
         """
         self._check_poisoned()
         line = _encode(entry)
         if self._lock.held:
-            fp = _append_line(self.path, line, self.session.fsync)
+            fp = await self._fenced(self._lock, lambda: _append_line(self.path, line, self.session.fsync))
         else:
             # Released for the prompt: take the lock briefly; our own write moves the fence.
-            async with self.session.lock():
+            def write() -> Fingerprint:
                 before = fingerprint(self.path)
                 if self._fence is not None and before != self._fence:
                     raise self._poison(self._fence, before)
                 try:
-                    fp = _append_line(self.path, line, self.session.fsync)
+                    return _append_line(self.path, line, self.session.fsync)
                 except SessionIOError:
                     # Our failed write was rolled back, but the rollback moved mtime: our doing.
                     if self._fence is not None:
                         self._fence = fingerprint(self.path)
                     raise
+
+            async with self.session.lock() as brief:
+                fp = await self._fenced(brief, write)
         if self._fence is not None:
             self._fence = fp
+
+    async def _fenced(self, lock: SessionWriteLock, write: Callable[[], T]) -> T:
+        """*write* under *lock* (which must not have been broken); a broken lock poisons."""
+        try:
+            return await lock.fenced_write(write)
+        except SessionLockLostError as lost:
+            self._lost(lost)
+            raise
+
+    def _verify_held(self) -> None:
+        try:
+            self._lock.verify()
+        except SessionLockLostError as lost:
+            self._lost(lost)
+            raise
+
+    def _lost(self, lost: SessionLockLostError) -> None:
+        self._poisoned = lost
+        self._fence = None
+        if self.session.observers:
+            now = time.time_ns()
+            dispatch(
+                self.session.observers,
+                "fence_checked",
+                FenceChecked(str(self.path), True, lost.before, lost.after, now, now),
+            )
 
     async def read(self) -> Transcript:
         """Read the transcript (no extra locking while held).
@@ -353,6 +400,7 @@ class HeldSession:
         """
         self._check_poisoned()
         if self._lock.held:
+            self._verify_held()
             return await anyio.to_thread.run_sync(_read, self.path)
         async with self.session.lock():
             current = fingerprint(self.path)
@@ -405,8 +453,11 @@ class HeldSession:
 
         Raises:
             SessionTakeoverError: the file changed, other than through this holder, while
-                released (or had changed earlier in this turn).
+                released (or had changed earlier in this turn), or this holder's lock had
+                been broken before the release (:class:`SessionLockLostError`).
             SessionWriteLockTimeoutError: the lock could not be re-acquired in time.
+            SessionIOError: re-acquiring or verifying failed on a local OS error (the session
+                directory deleted, the disk full, no descriptors left, ...).
 
         If the body raised, that error propagates, with the takeover or lock timeout
         attached at the end of its ``__context__`` chain so that the classifier sees it.
@@ -426,7 +477,9 @@ class HeldSession:
             pending = await self._restore()
             if pending is not None:
                 raise pending
-        self._fence = fingerprint(self.path)
+        # Taken while no breaker can act, after checking the lock was not broken: a fence over a
+        # file someone else already wrote while our lock was broken would hide that write.
+        self._fence = await self._fenced(self._lock, lambda: fingerprint(self.path))
         self._lock.release()
         body_error: BaseException | None = None
         try:

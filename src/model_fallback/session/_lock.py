@@ -25,7 +25,10 @@ file (under an exclusive ``flock`` on ``<session>.lock.break``, after re-checkin
 so new acquirers lock a fresh inode while the stuck holder keeps a lock on a file nobody else
 uses any more. Every acquirer takes and claims the lock under a *shared* ``flock`` on that
 break file, so a breaker's check-then-unlink cannot interleave with a new holder's claim: the
-breaker never unlinks a lock that someone took after its check.
+breaker never unlinks a lock that someone took after its check. Every write under the lock
+(:meth:`SessionWriteLock.fenced_write`) also runs under that shared ``flock`` after checking
+that the lock file at the path is still the one locked, so a holder that was broken finds out
+(:class:`SessionLockLostError`) before it writes anything, never after.
 """
 
 from __future__ import annotations
@@ -41,21 +44,23 @@ import socket
 import stat
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 
 from model_fallback.errors import (
     CoordinationError,
     SessionIOError,
+    SessionTakeoverError,
     SessionWriteLockTimeoutError,
 )
 from model_fallback.events import LockAcquired, LockTimedOut, StaleLockReclaimed, dispatch
 
 __all__ = [
+    "SessionLockLostError",
     "SessionLockPathError",
     "SessionWriteLock",
     "pid_alive",
@@ -68,6 +73,7 @@ _log = logging.getLogger("model_fallback.session")
 _HOST = socket.gethostname()
 _POLL_FIRST = 0.002
 _POLL_MAX = 0.05
+T = TypeVar("T")
 
 
 def _flock_nb(fd: int, op: int) -> bool:
@@ -135,6 +141,17 @@ def session_io(operation: str, path: str | os.PathLike[str]) -> Iterator[None]:
         raise
     except OSError as exc:
         raise session_io_error(exc, operation, path) from exc
+
+
+class SessionLockLostError(SessionTakeoverError):
+    """This holder's lock was broken while it held it: someone else may have written since.
+
+    A waiter broke it because the holder looked stuck (held longer than that waiter's
+    ``stale_after``) or dead. The holder's next operation raises this instead of writing as a
+    second holder. It is a takeover (coordination kind ``session_takeover``); ``before`` is
+    the ``(dev, inode)`` of the lock file this holder locked, ``after`` the one now at the
+    path (None when there is none).
+    """
 
 
 def process_start_time(pid: int) -> int | None:
@@ -319,7 +336,10 @@ class SessionWriteLock:
         observers: telemetry observers (lock waits, timeouts, stale reclaims).
 
     Use it as ``async with SessionWriteLock(path): ...``. It is not reentrant: acquiring
-    it again from the task that holds it waits for itself and times out.
+    it again from the task that holds it waits for itself and times out. A holder that may
+    run longer than other processes' ``stale_after`` should write through
+    :meth:`fenced_write` (as :class:`~model_fallback.session.SessionFile` does), which
+    refuses to write once the lock was broken.
 
     Raises:
         SessionLockPathError: the lock path is a symlink or not a regular file.
@@ -347,7 +367,8 @@ class SessionWriteLock:
         self.stale_after = float(stale_after)
         self.observers = tuple(observers)
         self._fd: int | None = None
-        self._bfd: int | None = None  # the break file, open while held
+        self._bfd: int | None = None  # the break file, open while held (fenced_write)
+        self._ident: tuple[int, int] = (0, 0)  # (dev, inode) of the lock file we locked
         self.reclaims = 0
 
     @property
@@ -570,6 +591,7 @@ class SessionWriteLock:
                 raise
             if locked:
                 self._fd = fd
+                self._ident = (opened.st_dev, opened.st_ino)
                 _HELD.add(self)
                 waited = time.monotonic() - t0
                 if self.observers:
@@ -612,6 +634,76 @@ class SessionWriteLock:
             await anyio.sleep(min(delay, max(0.0, deadline - now)))
             delay = min(delay * 1.5, _POLL_MAX)
             fd, opened = self._open(operation)
+
+    def verify(self) -> None:
+        """Check that this lock was not broken while held.
+
+        Raises:
+            SessionLockLostError: a waiter broke it (the lock file at the path is no longer
+                the one this object locked); the lock is dropped.
+            SessionIOError: the lock file could not be checked.
+            RuntimeError: the lock is not held.
+        """
+        if self._fd is None:
+            raise RuntimeError(f"this SessionWriteLock does not hold {self.lock_path}")
+        try:
+            st = os.stat(self.lock_path, follow_symlinks=False)
+            found: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            found = None
+        except OSError as exc:
+            raise session_io_error(exc, "verify", self.path) from exc
+        if found != self._ident:
+            mine = self._ident
+            self.release()
+            raise SessionLockLostError(
+                f"session lock was broken while held (a waiter found it stuck or its holder dead); "
+                f"someone else may have written since: {self.path}",
+                path=str(self.path),
+                before=mine,
+                after=found,
+            )
+
+    async def fenced_write(self, write: Callable[[], T]) -> T:
+        """Run *write* (synchronous, short) while no waiter can break this lock, after
+        :meth:`verify` found it still held.
+
+        A breaker unlinks the lock only under an exclusive ``flock`` on the break file; this
+        takes a shared one around the check and the write, so the lock cannot be broken
+        between them: a holder broken before finds out, a holder broken after had written
+        while it still held the lock. Waiting for a breaker to finish is bounded by
+        ``acquire_timeout``.
+
+        Raises:
+            SessionLockLostError: the lock was broken (nothing is written).
+            SessionWriteLockTimeoutError: a breaker kept the break file longer than
+                ``acquire_timeout``.
+        """
+        bfd = self._bfd
+        if bfd is not None and not _flock_nb(bfd, fcntl.LOCK_SH):
+            await self._wait_for_breaker(bfd)
+        try:
+            self.verify()
+            return write()
+        finally:
+            if bfd is not None:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(bfd, fcntl.LOCK_UN)
+
+    async def _wait_for_breaker(self, bfd: int) -> None:
+        t0 = time.monotonic()
+        delay = _POLL_FIRST
+        while not _flock_nb(bfd, fcntl.LOCK_SH):
+            waited = time.monotonic() - t0
+            if waited >= self.acquire_timeout:
+                raise SessionWriteLockTimeoutError(
+                    f"session lock break file held by a breaker (waited {waited:.3f}s): "
+                    f"{self.lock_path}.break",
+                    path=str(self.path),
+                    waited_s=waited,
+                )
+            await anyio.sleep(delay)
+            delay = min(delay * 1.5, _POLL_MAX)
 
     def release(self) -> None:
         """Release the lock (clearing our metadata first). A no-op when not held."""
