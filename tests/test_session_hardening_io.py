@@ -369,3 +369,74 @@ def test_own_failed_append_during_the_prompt_is_not_a_takeover(tmp_path: Path) -
     a takeover, and the turn goes on."""
     out = run_json([sys.executable, "-c", FAILED_APPEND_IN_PROMPT, str(tmp_path / "s.jsonl")])
     assert out == {"failed": errno.EFBIG, "entries": [1, 3]}
+
+
+HELD_EMFILE = textwrap.dedent(
+    """
+    import errno, json, os, resource, sys
+    import anyio
+    import model_fallback as mf
+    from model_fallback.session import SessionFile
+
+    async def main(path):
+        sf = SessionFile(path, lock_timeout=2)
+        out, hog = {}, []
+        async with sf.locked() as held:
+            await held.append({"n": 1})
+            resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            try:
+                while True:
+                    hog.append(os.open("/dev/null", os.O_RDONLY))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE, exc
+            for name, op in (("read", held.read), ("append", lambda: held.append({"n": 2}))):
+                try:
+                    await op()
+                    out[name] = "ok"
+                except mf.SessionIOError as exc:
+                    out[name] = [exc.operation, exc.errno, mf.coordination_kind(exc)]
+            for fd in hog:
+                os.close(fd)
+            # a failed read or append does not poison the turn: the lock is still held
+            await held.append({"n": 3})
+            out["entries"] = [e["n"] for e in await held.read()]
+        print(json.dumps(out))
+
+    anyio.run(main, sys.argv[1])
+    """
+)
+
+
+def test_read_and_append_out_of_descriptors_are_session_io(tmp_path: Path) -> None:
+    """EMFILE while holding the lock: read() and append() raise SessionIOError naming the
+    operation (not a raw OSError); once descriptors are free the same holder goes on."""
+    out = run_json([sys.executable, "-c", HELD_EMFILE, str(tmp_path / "s.jsonl")])
+    assert out == {
+        "read": ["read", errno.EMFILE, "session_io"],
+        "append": ["append", errno.EMFILE, "session_io"],
+        "entries": [1, 3],
+    }
+
+
+async def test_parent_that_is_not_a_directory_fails_before_any_model_call(tmp_path: Path) -> None:
+    """A path whose parent is a regular file is the caller's input: constructing the SessionFile
+    does no I/O (it cannot fail on the filesystem), and the first operation raises a
+    SessionIOError (ENOTDIR) before any model is called and before any run starts."""
+    parent = tmp_path / "not-a-dir"
+    parent.write_text("")
+    sf = SessionFile(parent / "s.jsonl", lock_timeout=2)
+    calls: list[str] = []
+    runs = Runs()
+
+    async def run(c: mf.Candidate) -> str:
+        calls.append(str(c))
+        return "answer"
+
+    with pytest.raises(mf.SessionIOError) as info:
+        await run_embedded_turn(sf, {"role": "user", "content": "hi"}, run, CHAIN, observers=[runs])
+    assert info.value.errno == errno.ENOTDIR and info.value.operation == "acquire"
+    assert calls == [] and runs.ended == []
+    with pytest.raises(mf.SessionIOError):
+        await sf.append({"n": 1})
+    with pytest.raises(mf.SessionIOError):
+        await sf.read()
