@@ -131,8 +131,11 @@ async def test_a_typo_stops_the_run_and_charges_no_model() -> None:
     assert attempt.attributes is not None
     assert attempt.attributes["model_fallback.attempt.outcome"] == "caller_error"
     assert attempt.status.status_code.name == "UNSET"  # not the model's error
+    assert attempt.attributes["error.type"] == "NameError"
     run = spans["model_fallback.run"]
     assert run.attributes is not None and run.attributes["model_fallback.outcome"] == "caller_error"
+    assert run.attributes["error.type"] == "NameError"
+    assert run.status.status_code.name == "ERROR"  # the run failed; no model is blamed
 
 
 async def test_the_policy_switch_keeps_the_old_behaviour() -> None:

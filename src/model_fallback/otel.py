@@ -52,7 +52,9 @@ from model_fallback.events import (
 __all__ = ["OTelObserver"]
 
 A = spec.ATTRIBUTES
-_ERROR_RUN_OUTCOMES = frozenset({RunOutcome.EXHAUSTED, RunOutcome.COORDINATION_ABORT, RunOutcome.ABORTED})
+_ERROR_RUN_OUTCOMES = frozenset(
+    {RunOutcome.EXHAUSTED, RunOutcome.COORDINATION_ABORT, RunOutcome.ABORTED, RunOutcome.CALLER_ERROR}
+)
 _FAILED = frozenset({Outcome.PROVIDER_FAILURE, Outcome.ABORTED})
 _MAX_OPEN_RUNS = 100_000
 # Enum members hash in Python; their plain string values hash in C. Look them up by id().
@@ -81,6 +83,15 @@ class _Run:
         self.token = token
         self.attempt: Any = None
         self.attempt_token: Any = None
+
+
+def _error_class(error: BaseException | None) -> str:
+    """The fully qualified class name of *error* (OTel's ``error.type`` for exceptions)."""
+    if error is None:
+        return "caller_error"
+    tp = type(error)
+    module = getattr(tp, "__module__", "")
+    return tp.__qualname__ if module in ("builtins", "") else f"{module}.{tp.__qualname__}"
 
 
 class OTelObserver(Observer):
@@ -239,6 +250,10 @@ class OTelObserver(Observer):
                     attrs[A.ERROR_STATUS] = a.status
                 span.set_attributes(attrs)
                 span.set_status(Status(StatusCode.ERROR, redact(a.error) if a.error is not None else reason))
+            elif outcome is Outcome.CALLER_ERROR:
+                # The caller's bug, not the model's: the status stays unset (like a
+                # coordination abort) and error.type is the exception's class, as OTel does.
+                span.set_attributes({A.ATTEMPT_OUTCOME: outcome_s, A.ERROR_TYPE: _error_class(a.error)})
             else:
                 span.set_attribute(A.ATTEMPT_OUTCOME, outcome_s)
         c = a.candidate
@@ -352,6 +367,8 @@ class OTelObserver(Observer):
                         if outcome is not RunOutcome.EXHAUSTED and last is not None
                         else "exhausted"
                     )
+                    if outcome is RunOutcome.CALLER_ERROR and last is not None:
+                        err_type = _error_class(last.error)
                     attrs[A.ERROR_TYPE] = err_type or outcome.value
                     span.set_attributes(attrs)
                     span.set_status(
