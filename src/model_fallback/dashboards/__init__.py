@@ -192,14 +192,16 @@ def build_overview() -> dict[str, Any]:
     p = []
     p.append(_panel(1, "Runs/s by outcome",
         "Fallback runs per second by how they ended: success, exhausted (All models failed), "
-        "coordination_abort (a local session error stopped the run), aborted (policy), cancelled.",
+        "coordination_abort (a local session error stopped the run), aborted (policy), cancelled, "
+        "caller_error (a bug in the application's own code stopped the run; charged to no model).",
         "reqps", [(f"sum by (outcome) (rate({RUNS}{_sel()}[{RI}]))", "{{outcome}}")], (0, 0, 12, 8), stack=True))  # fmt: skip
     p.append(_panel(2, "Attempts/s by outcome",
         "Candidate attempts per second by outcome; skipped = cooling down.",
         "reqps", [(f"sum by (outcome) (rate({ATTEMPTS}{_sel()}[{RI}]))", "{{outcome}}")], (12, 0, 12, 8), stack=True))  # fmt: skip
     p.append(_panel(3, "Provider failure rate by model and reason (coordination aborts excluded)",
         "Share of calls to each provider/model that failed, by reason. Only outcome=provider_failure|aborted "
-        "counts: coordination aborts (lock contention, takeovers) are never a model's failure.",
+        "counts: coordination aborts (lock contention, takeovers) and caller errors (bugs in the "
+        "application's code) are never a model's failure.",
         "percentunit",
         [(f"sum by (provider, model, reason) (rate({ATTEMPTS}{_sel(FAILED)}[{RI}])) / ignoring (reason) group_left "
           f"sum by (provider, model) (rate({ATTEMPTS}{_sel(CALLED)}[{RI}]))", "{{provider}}/{{model}} {{reason}}")],
