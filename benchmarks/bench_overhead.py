@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry
 
 import model_fallback as mf
 from model_fallback import metrics_spec as spec
+from model_fallback.events import ObserverSet
 from model_fallback.otel import OTelObserver
 from model_fallback.prometheus import PrometheusObserver
 
@@ -248,22 +249,29 @@ async def main_async(number: int) -> None:
     otel = OTelObserver(tracer_provider=tp1, meter_provider=mp1)
     otel2 = OTelObserver(tracer_provider=tp2, meter_provider=mp2)
     floor = floor_fn(tp3, mp3)
+    # The recommended use: one ObserverSet built once and passed to every run.
+    prom_set, floor_set = ObserverSet([prom]), ObserverSet([floor_obs])
+    otel_set, both_set = ObserverSet([otel]), ObserverSet([otel2, prom2])
     rows: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
         ("bare for/try loop", bare),
         ("driver, no observers", lambda: mf.run_with_model_fallback(run, CHAIN)),
-        ("driver + Prometheus", lambda: mf.run_with_model_fallback(run, CHAIN, observers=(prom,))),
+        ("driver + Prometheus", lambda: mf.run_with_model_fallback(run, CHAIN, observers=prom_set)),
+        (
+            "driver + Prometheus (a tuple per run)",
+            lambda: mf.run_with_model_fallback(run, CHAIN, observers=(prom,)),
+        ),
         ("SDK floor (same spans + metrics, no driver)", floor),
         (
             "driver + the floor's calls as an observer",
-            lambda: mf.run_with_model_fallback(run, CHAIN, observers=(floor_obs,)),
+            lambda: mf.run_with_model_fallback(run, CHAIN, observers=floor_set),
         ),
         (
             "driver + OTel (SDK, batch, no-op exporter)",
-            lambda: mf.run_with_model_fallback(run, CHAIN, observers=(otel,)),
+            lambda: mf.run_with_model_fallback(run, CHAIN, observers=otel_set),
         ),
         (
             "driver + OTel + Prometheus",
-            lambda: mf.run_with_model_fallback(run, CHAIN, observers=(otel2, prom2)),
+            lambda: mf.run_with_model_fallback(run, CHAIN, observers=both_set),
         ),
     ]
     # Interleave the rows (best of 7 rounds each) so that background work — the batch span

@@ -426,24 +426,50 @@ class Boom(ev.Observer):
 async def test_raising_observer_is_disabled_logged_once_and_reported(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """An observer that raises is disabled for good, logged once, counted; the run is unchanged."""
+    """An observer that raises is disabled in its observer set (shared by both runs),
+    logged once, counted; the run is unchanged."""
     boom, rec = Boom(), Recorder()
     before = ev.telemetry_errors().get("boom", 0)
     run = Script({"gpt-4o": http_error(429)})
+    observers = ev.ObserverSet([boom, rec])
     with caplog.at_level(logging.ERROR, logger="model_fallback.events"):
-        r1 = await run_with_model_fallback(run, CHAIN, observers=[boom, rec])
-        r2 = await run_with_model_fallback(run, CHAIN, observers=[boom, rec])
+        r1 = await run_with_model_fallback(run, CHAIN, observers=observers)
+        r2 = await run_with_model_fallback(run, CHAIN, observers=observers)
     assert r1.value == r2.value == "ok from anthropic/claude-sonnet-4"
     assert boom.calls == 1
-    assert ev.is_disabled(boom)
+    assert observers.is_disabled(boom)
+    assert observers.failures == {"boom": 1}
     assert ev.telemetry_errors()["boom"] == before + 1
-    assert len([r for r in caplog.records if "boom" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if "boom" in r.getMessage()]) <= 1  # once per process
     failed = [e for name, e in rec.seen if name == "observer_failed"]
     assert len(failed) == 1 and failed[0].component == "boom" and failed[0].hook == "attempt_started"
     # the healthy observer saw both runs completely
     assert len([1 for name, _ in rec.seen if name == "run_ended"]) == 2
-    ev.enable_observer(boom)
-    assert not ev.is_disabled(boom)
+    observers.enable(boom)
+    assert not observers.is_disabled(boom)
+    assert observers.attempt_started  # its hooks are resolved again
+
+
+async def test_a_plain_list_gets_a_set_per_run() -> None:
+    """Observers passed as a list: a broken one is disabled for its run only (and counted
+    each time); nothing is kept process-wide about the observer itself."""
+    boom = Boom()
+    run = Script({})
+    await run_with_model_fallback(run, CHAIN, observers=[boom])
+    await run_with_model_fallback(run, CHAIN, observers=[boom])
+    assert boom.calls == 2
+
+
+def test_observer_set_arguments() -> None:
+    """A string or a lone observer is a clear TypeError; a set of a set is the same observers."""
+    with pytest.raises(TypeError, match="string"):
+        ev.ObserverSet("otel")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="observers=\\[observer\\]"):
+        ev.ObserverSet(Recorder())  # type: ignore[arg-type]
+    rec = Recorder()
+    s = ev.ObserverSet([rec])
+    assert ev.ObserverSet.of(s) is s and ev.ObserverSet(s).observers == (rec,)
+    assert not ev.ObserverSet([ev.Observer()]).attempt_ended  # an inherited no-op is not called
 
 
 async def test_event_order_for_one_run() -> None:

@@ -113,12 +113,11 @@ async def test_an_observer_raising_a_base_exception_after_success_is_isolated() 
     async def run(c: Candidate) -> str:
         return "ok"
 
-    result = await mf.run_with_model_fallback(
-        run, CHAIN, observers=[OTelObserver(tracer_provider=tp), raiser]
-    )
+    observers = ev.ObserverSet([OTelObserver(tracer_provider=tp), raiser])
+    result = await mf.run_with_model_fallback(run, CHAIN, observers=observers)
     assert result.value == "ok"
     assert not trace.get_current_span().get_span_context().is_valid
-    assert ev.is_disabled(raiser)
+    assert observers.is_disabled(raiser)
 
 
 async def test_observers_made_per_request_that_raise_are_not_kept() -> None:

@@ -289,7 +289,7 @@ async def test_takeover_by_another_process(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     sf = SessionFile(path, lock_timeout=5)
     events = Events()
-    sf.observers = (events,)
+    sf.observers = ev.ObserverSet([events])
     with pytest.raises(mf.SessionTakeoverError) as info:
         async with sf.locked() as held:
             await held.append({"role": "user", "content": "hi"})

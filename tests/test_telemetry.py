@@ -562,20 +562,25 @@ class Exploding(ev.Observer):
 
 
 async def test_raising_observer_is_counted_in_prometheus() -> None:
-    """An observer raising on every hook is disabled after the first, counted in
-    model_fallback_telemetry_errors_total{component}, and the run's result is unchanged."""
+    """An observer raising on every hook is disabled in its observer set after the first
+    failure, counted in model_fallback_telemetry_errors_total{component}, and the run's
+    result is unchanged. A set shared by the runs counts it once; a list per run, once per run."""
     reg = CollectorRegistry()
     prom = PrometheusObserver(reg, candidates=CHAIN)
     bad = Exploding()
+    shared = ev.ObserverSet([bad, prom])
     results = []
     for _ in range(3):
         r = await mf.run_with_model_fallback(
-            script({"gpt-4o": http_error(429, "x")}), CHAIN, observers=[bad, prom]
+            script({"gpt-4o": http_error(429, "x")}), CHAIN, observers=shared
         )
         results.append((r.value, r.candidate))
     assert results == [("ok anthropic/claude-sonnet-4", mf.Candidate.parse(CHAIN[1]))] * 3
     assert reg.get_sample_value("model_fallback_telemetry_errors_total", {"component": "exploding"}) == 1
     assert reg.get_sample_value("model_fallback_runs_total", {"outcome": "success"}) == 3
+    for _ in range(2):
+        await mf.run_with_model_fallback(script({}), CHAIN, observers=[bad, prom])
+    assert reg.get_sample_value("model_fallback_telemetry_errors_total", {"component": "exploding"}) == 3
 
 
 # --- OTLP on the wire ------------------------------------------------------------------

@@ -29,6 +29,7 @@ is raised. Arguments are validated before any call.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import math
@@ -48,12 +49,11 @@ from model_fallback.events import (
     AttemptStarted,
     CandidateSkipped,
     CoordinationAborted,
-    Hooks,
+    Observer,
+    ObserverSet,
     RunEnded,
     RunOutcome,
     RunStarted,
-    fire,
-    hooks_for,
 )
 
 __all__ = [
@@ -64,16 +64,12 @@ __all__ = [
     "Outcome",
     "normalize_candidates",
     "run_with_model_fallback",
+    "validate_timeout",
 ]
 
 T = TypeVar("T")
 
 _run_ids = itertools.count(1)
-# NamedTuple construction through tuple.__new__ skips a Python-level __new__ (a third of the
-# cost); every field is given, in order.
-_new = tuple.__new__
-_FAILURE = Outcome.PROVIDER_FAILURE
-_SUCCESS = Outcome.SUCCESS
 _perf = time.perf_counter
 
 
@@ -114,8 +110,6 @@ class FallbackPolicy:
 
 
 _DEFAULT_POLICY = FallbackPolicy()
-_DEFAULT_STOP = _DEFAULT_POLICY.stop_on
-_OVERFLOW = FailoverReason.CONTEXT_OVERFLOW
 
 
 class FallbackResult(NamedTuple, Generic[T]):
@@ -142,9 +136,6 @@ class FallbackResult(NamedTuple, Generic[T]):
         return self.attempts[-1].index > 0
 
 
-_last_chain: tuple[tuple[object, ...], tuple[Candidate, ...], object] | None = None
-
-
 def normalize_candidates(candidates: Iterable[Candidate | str]) -> tuple[Candidate, ...]:
     """Parse and de-duplicate a chain, keeping order.
 
@@ -152,66 +143,60 @@ def normalize_candidates(candidates: Iterable[Candidate | str]) -> tuple[Candida
         TypeError: for a bare string/Candidate instead of a sequence, or a wrong item type.
         ValueError: for an empty chain or a malformed ``"provider/model"``.
     """
-    global _last_chain
-    if isinstance(candidates, (str, Candidate)):
+    if isinstance(candidates, str | Candidate):
         raise TypeError("candidates must be a sequence of Candidate or 'provider/model' strings")
     try:
         items = tuple(candidates)
     except TypeError:
         raise TypeError("candidates must be a sequence of Candidate or 'provider/model' strings") from None
-    last = _last_chain
-    # Applications pass the same chain run after run: remember the last one. Candidates and
-    # strings are immutable, so equal items normalise to the same chain.
-    if last is not None and last[0] == items:
-        return last[1]
+    try:
+        return _parsed_chain(items)
+    except TypeError as exc:  # an unhashable item: parse it uncached for the right message
+        if "unhashable" not in str(exc):
+            raise
+        return _parse_chain(items)
+
+
+# Applications pass the same chain run after run; parsing it costs a few microseconds. The
+# items are strings and frozen Candidates (values, not identities), so equal chains parse
+# to equal results and the cache needs no invalidation. Errors are not cached.
+@functools.lru_cache(maxsize=256)
+def _parsed_chain(items: tuple[Candidate | str, ...]) -> tuple[Candidate, ...]:
+    return _parse_chain(items)
+
+
+def _parse_chain(items: tuple[Candidate | str, ...]) -> tuple[Candidate, ...]:
     if not items:
         raise ValueError("candidates must not be empty")
-    out: list[Candidate] = []
-    seen: set[tuple[str, str]] = set()
+    chain: dict[Candidate, None] = {}
     for item in items:
-        if type(item) is Candidate:
-            c = item
+        if isinstance(item, Candidate):
+            chain[item] = None
         elif isinstance(item, str):
-            c = Candidate.parse(item)
-        elif isinstance(item, Candidate):
-            c = item
+            chain[Candidate.parse(item)] = None
         else:
             raise TypeError(f"candidate must be a Candidate or a string, got {type(item).__name__}")
-        key = (c.provider, c.model)
-        if key not in seen:
-            seen.add(key)
-            out.append(c)
-    chain = tuple(out)
-    # The input is kept only if it is a tuple (immutable): a list may be mutated in place.
-    _last_chain = (items, chain, candidates if type(candidates) is tuple else None)
-    return chain
-
-
-def _observers(observers: object) -> tuple[object, ...]:
-    """The observers as a tuple; a lone observer or a string is a clear TypeError."""
-    if isinstance(observers, str | bytes):
-        raise TypeError("observers must be a sequence of observers, not a string")
-    try:
-        return tuple(observers)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(
-            f"observers must be a sequence of observers, got {type(observers).__name__} "
-            "(pass observers=[observer])"
-        ) from None
+    return tuple(chain)
 
 
 class _SyncRunError(TypeError):
     """``run`` returned something that cannot be awaited (a synchronous function)."""
 
 
-def _validate_timeout(attempt_timeout: float | None) -> float | None:
+def validate_timeout(attempt_timeout: float | None, name: str = "attempt_timeout") -> float | None:
+    """A timeout argument as seconds (``None`` and infinity: no timeout).
+
+    Raises:
+        TypeError: not a number.
+        ValueError: zero, negative or NaN.
+    """
     if attempt_timeout is None:
         return None
     if isinstance(attempt_timeout, bool) or not isinstance(attempt_timeout, int | float):
-        raise TypeError("attempt_timeout must be a number of seconds or None")
+        raise TypeError(f"{name} must be a number of seconds or None")
     t = float(attempt_timeout)
     if math.isnan(t) or t <= 0:
-        raise ValueError(f"attempt_timeout must be positive, got {attempt_timeout!r}")
+        raise ValueError(f"{name} must be positive, got {attempt_timeout!r}")
     return None if math.isinf(t) else t
 
 
@@ -221,7 +206,7 @@ async def run_with_model_fallback(
     *,
     policy: FallbackPolicy | None = None,
     cooldowns: CooldownTracker | None = None,
-    observers: Sequence[object] = (),
+    observers: ObserverSet | Sequence[Observer] = (),
     attempt_timeout: float | None = None,
 ) -> FallbackResult[T]:
     """Call ``run(candidate)`` for each candidate in order until one succeeds.
@@ -232,7 +217,8 @@ async def run_with_model_fallback(
             strings; duplicates are dropped, order is kept.
         policy: when to stop falling back (default: stop on ``context_overflow``).
         cooldowns: a tracker shared across runs; None disables cooldowns.
-        observers: telemetry observers (see :mod:`model_fallback.events`).
+        observers: telemetry observers, or an :class:`~model_fallback.events.ObserverSet`
+            built once and shared by every run (see :mod:`model_fallback.events`).
         attempt_timeout: seconds allowed per attempt; expiry counts as a provider
             ``timeout`` and the chain continues.
 
@@ -244,9 +230,9 @@ async def run_with_model_fallback(
         CoordinationError: (or any error classified as one) unchanged, on the candidate
             that hit it; no further candidate is called.
         Exception: a bug in the caller's own code (``NameError``, ``TypeError``, ...)
-            unchanged, on the candidate that hit it (unless the policy says otherwise).
+            unchanged, on the candidate that hit it (unless the policy says otherwise);
+            the original error when the policy stops the run.
         BaseException: cancellation and other non-``Exception`` errors, unchanged.
-        Exception: the original error when the policy stops the run.
         TypeError, ValueError: invalid arguments, before any call.
     """
     if not callable(run):
@@ -256,39 +242,25 @@ async def run_with_model_fallback(
             "run is an async generator function: it streams; use stream_with_model_fallback, "
             "or make run return the whole answer"
         )
-    last = _last_chain
-    # The same chain object again (the common case): skip even the call to normalise it.
-    chain = last[1] if last is not None and last[2] is candidates else normalize_candidates(candidates)
-    timeout = None if attempt_timeout is None else _validate_timeout(attempt_timeout)
+    chain = normalize_candidates(candidates)
+    timeout = validate_timeout(attempt_timeout)
     if policy is None:
         policy = _DEFAULT_POLICY
     elif not isinstance(policy, FallbackPolicy):
         raise TypeError("policy must be a FallbackPolicy or None")
     if cooldowns is not None and not isinstance(cooldowns, CooldownTracker):
         raise TypeError("cooldowns must be a CooldownTracker or None")
-    obs: tuple[object, ...] = (
-        (observers if type(observers) is tuple else _observers(observers)) if observers else ()
-    )
-    # Hooks are resolved once per observers (cached); events nobody listens to are not built.
-    # End hooks run in reverse order, like nested context managers unwinding: an observer
-    # that made a span current in a start hook closes it after the observers listed after
-    # it have seen the end (so they can still take exemplars from that span).
-    h = hooks_for(obs) if obs else None
+    obs = ObserverSet.of(observers) if observers else None
     run_id = 0
     started = 0.0
-    if h is not None:
+    if obs is not None:
         run_id = next(_run_ids)
         started = _perf()
-        if h.run_started:
-            fire(h.run_started, "run_started", _new(RunStarted, (run_id, chain, time.time_ns())), obs)
+        if obs.run_started:
+            obs.emit("run_started", RunStarted(run_id, chain, time.time_ns()))
 
     attempts: list[Attempt] = []
     probed = False
-    n = len(chain)
-    stop_on = policy.stop_on
-    should_fallback = policy.should_fallback
-    stop_on_caller_error = policy.stop_on_caller_error
-
     for index, candidate in enumerate(chain):
         probe = False
         if cooldowns is not None:
@@ -300,18 +272,13 @@ async def run_with_model_fallback(
                 else:
                     skip = Attempt(candidate, index, Outcome.SKIPPED, entry.reason)
                     attempts.append(skip)
-                    if h is not None and h.candidate_skipped:
-                        skipped = CandidateSkipped(run_id, skip, cooldowns.remaining(candidate))
-                        fire(h.candidate_skipped, "candidate_skipped", skipped, obs)
+                    if obs is not None and obs.candidate_skipped:
+                        remaining = cooldowns.remaining(candidate)
+                        obs.emit("candidate_skipped", CandidateSkipped(run_id, skip, remaining))
                     continue
 
-        if h is not None and h.attempt_started:
-            fire(
-                h.attempt_started,
-                "attempt_started",
-                _new(AttemptStarted, (run_id, candidate, index, probe)),
-                obs,
-            )
+        if obs is not None and obs.attempt_started:
+            obs.emit("attempt_started", AttemptStarted(run_id, candidate, index, probe))
         t0 = _perf()
         try:
             pending = run(candidate)
@@ -331,11 +298,11 @@ async def run_with_model_fallback(
                 if probe and cooldowns is not None:
                     cooldowns.release_probe(candidate)
                 attempts.append(Attempt(candidate, index, Outcome.CALLER_ERROR, None, None, exc, elapsed))
-                _stopped(h, run_id, RunOutcome.CALLER_ERROR, attempts, started, exc, 0)
+                _report_stop(obs, run_id, RunOutcome.CALLER_ERROR, attempts, started, exc, 0)
                 raise
             info = analyze(exc, candidate.provider)
             kind = info.coordination_kind
-            caller_bug = info.caller_error is not None and stop_on_caller_error
+            caller_bug = info.caller_error is not None and policy.stop_on_caller_error
             if probe and cooldowns is not None and (kind is not None or caller_bug):
                 cooldowns.release_probe(candidate)  # no verdict on the provider: probe again later
             if caller_bug:
@@ -345,7 +312,7 @@ async def run_with_model_fallback(
                         info.status, info.code,
                     )
                 )  # fmt: skip
-                _stopped(h, run_id, RunOutcome.CALLER_ERROR, attempts, started, exc, 0)
+                _report_stop(obs, run_id, RunOutcome.CALLER_ERROR, attempts, started, exc, 0)
                 raise
             if kind is not None:
                 attempts.append(
@@ -354,105 +321,104 @@ async def run_with_model_fallback(
                         info.status, info.code,
                     )
                 )  # fmt: skip
-                _stopped(h, run_id, RunOutcome.COORDINATION_ABORT, attempts, started, exc, n - index - 1)
+                untried = len(chain) - index - 1
+                _report_stop(obs, run_id, RunOutcome.COORDINATION_ABORT, attempts, started, exc, untried)
                 raise
             reason = info.reason if info.reason is not None else FailoverReason.UNKNOWN
-            att = _new(
-                Attempt, (candidate, index, _FAILURE, reason, None, exc, elapsed, info.status, info.code)
+            failed = Attempt(
+                candidate, index, Outcome.PROVIDER_FAILURE, reason, None, exc, elapsed, info.status, info.code
             )
-            # Enum members hash in Python: test the default policy by identity.
-            stop = reason is _OVERFLOW if stop_on is _DEFAULT_STOP else reason in stop_on
+            stop = reason in policy.stop_on
             policy_error: Exception | None = None
-            if not stop and should_fallback is not None:
+            if not stop and policy.should_fallback is not None:
                 try:
-                    stop = not should_fallback(att)
+                    stop = not policy.should_fallback(failed)
                 except Exception as veto_error:  # a broken policy stops the run, loudly
                     stop, policy_error = True, veto_error
             if stop:
-                attempts.append(att._replace(outcome=Outcome.ABORTED))
-                del att
-                _stopped(h, run_id, RunOutcome.ABORTED, attempts, started, exc, 0)
+                attempts.append(failed._replace(outcome=Outcome.ABORTED))
+                del failed
+                _report_stop(obs, run_id, RunOutcome.ABORTED, attempts, started, exc, 0)
                 if policy_error is not None:
                     raise policy_error from exc
                 raise
-            attempts.append(att)
+            attempts.append(failed)
             if cooldowns is not None and reason in COOLDOWN_REASONS:
                 cooldowns.record_failure(candidate, reason, exc)
-            if h is not None:
-                _ended(h, run_id, att)
-            del att  # holds the error: see the return below
+            if obs is not None:
+                _report_attempt(obs, run_id, failed)
+            del failed  # holds the error: see the return below
             continue
         except BaseException as exc:
             if probe and cooldowns is not None:
                 cooldowns.release_probe(candidate)
             attempts.append(Attempt(candidate, index, Outcome.CANCELLED, None, None, exc, _perf() - t0))
-            _stopped(h, run_id, RunOutcome.CANCELLED, attempts, started, exc, 0)
+            _report_stop(obs, run_id, RunOutcome.CANCELLED, attempts, started, exc, 0)
             raise
 
-        att = _new(Attempt, (candidate, index, _SUCCESS, None, None, None, _perf() - t0, None, None))
-        attempts.append(att)
+        succeeded = Attempt(candidate, index, Outcome.SUCCESS, None, None, None, _perf() - t0)
+        attempts.append(succeeded)
         if cooldowns is not None:
             cooldowns.record_success(candidate)
         # Each caught error's traceback references this frame, which outlives the run: were a
         # local of this frame to hold those errors (the list, the result), every fallback would
         # leave a reference cycle for the garbage collector. The helpers build what is returned
         # or raised and empty the list.
-        return _succeeded(h, run_id, value, candidate, index, att, attempts, started)
+        return _report_success(obs, run_id, value, succeeded, attempts, started)
 
-    raise _exhausted(h, run_id, attempts, started)
+    raise _report_exhausted(obs, run_id, attempts, started)
 
 
-def _succeeded(
-    h: Hooks | None,
+def _report_success(
+    obs: ObserverSet | None,
     run_id: int,
     value: T,
-    candidate: Candidate,
-    index: int,
-    att: Attempt,
+    succeeded: Attempt,
     attempts: list[Attempt],
     started: float,
 ) -> FallbackResult[T]:
-    result: FallbackResult[T] = _new(FallbackResult, (value, candidate, tuple(attempts)))
+    """Build the result of a run that succeeded, report it, empty the driver's list."""
+    result = FallbackResult(value, succeeded.candidate, tuple(attempts))
     attempts.clear()  # see the caller: the driver's frame must not keep the errors
-    if h is not None:
-        _ended(h, run_id, att)
-        if h.run_ended:
-            ended = _new(
-                RunEnded,
-                (run_id, RunOutcome.SUCCESS, result.attempts, candidate, index, _perf() - started, None),
+    if obs is not None:
+        _report_attempt(obs, run_id, succeeded)
+        if obs.run_ended:
+            served, depth = succeeded.candidate, succeeded.index
+            ended = RunEnded(
+                run_id, RunOutcome.SUCCESS, result.attempts, served, depth, _perf() - started, None
             )
-            fire(h.run_ended, "run_ended", ended, h.observers)
+            obs.emit("run_ended", ended)
     return result
 
 
-def _stopped(
-    h: Hooks | None,
+def _report_stop(
+    obs: ObserverSet | None,
     run_id: int,
     outcome: RunOutcome,
     attempts: list[Attempt],
     started: float,
     exc: BaseException,
-    left: int,
+    untried: int,
 ) -> None:
     """Report a run that stops on an error raised as is; empty the driver's list."""
-    if h is not None:
-        att = attempts[-1]
-        _ended(h, run_id, att)
-        if outcome is RunOutcome.COORDINATION_ABORT and h.coordination_aborted:
-            aborted = CoordinationAborted(run_id, att, att.coordination_kind or "", left)
-            fire(h.coordination_aborted, "coordination_aborted", aborted, h.observers)
-        _end(h, run_id, outcome, tuple(attempts), started, exc)
+    if obs is not None:
+        last = attempts[-1]
+        _report_attempt(obs, run_id, last)
+        if outcome is RunOutcome.COORDINATION_ABORT and obs.coordination_aborted:
+            aborted = CoordinationAborted(run_id, last, last.coordination_kind or "", untried)
+            obs.emit("coordination_aborted", aborted)
+        _report_run_end(obs, run_id, outcome, tuple(attempts), started, exc)
     attempts.clear()
 
 
-def _exhausted(
-    h: Hooks | None, run_id: int, attempts: list[Attempt], started: float
+def _report_exhausted(
+    obs: ObserverSet | None, run_id: int, attempts: list[Attempt], started: float
 ) -> AllCandidatesFailedError:
     """The error of a run where every candidate failed or was skipped (reported)."""
     done = tuple(attempts)
     error = AllCandidatesFailedError.from_attempts(done, _failures(attempts))
-    if h is not None:
-        _end(h, run_id, RunOutcome.EXHAUSTED, done, started, error)
+    if obs is not None:
+        _report_run_end(obs, run_id, RunOutcome.EXHAUSTED, done, started, error)
     attempts.clear()
     return error
 
@@ -476,19 +442,18 @@ def _failures(attempts: list[Attempt]) -> list[FailoverError]:
     return failures
 
 
-def _ended(h: Hooks, run_id: int, att: Attempt) -> None:
-    if h.attempt_ended:
-        fire(h.attempt_ended, "attempt_ended", _new(AttemptEnded, (run_id, att)), h.observers)
+def _report_attempt(obs: ObserverSet, run_id: int, attempt: Attempt) -> None:
+    if obs.attempt_ended:
+        obs.emit("attempt_ended", AttemptEnded(run_id, attempt))
 
 
-def _end(
-    h: Hooks,
+def _report_run_end(
+    obs: ObserverSet,
     run_id: int,
     outcome: RunOutcome,
     attempts: tuple[Attempt, ...],
     started: float,
     error: BaseException,
 ) -> None:
-    if h.run_ended:
-        event = RunEnded(run_id, outcome, attempts, None, None, _perf() - started, error)
-        fire(h.run_ended, "run_ended", event, h.observers)
+    if obs.run_ended:
+        obs.emit("run_ended", RunEnded(run_id, outcome, attempts, None, None, _perf() - started, error))

@@ -10,12 +10,10 @@ two observers shipped with the library.
 Hooks are called synchronously, in the task that runs the fallback (so an observer may
 make a span current around an attempt). They must be cheap and must not block.
 
-Isolation: an observer whose hook raises is disabled for the rest of the process, the
-failure is logged once through :mod:`logging` (logger ``model_fallback.events``),
-counted in :func:`telemetry_errors`, and reported to the other observers through
-:meth:`Observer.observer_failed` (the Prometheus observer turns that into
-``model_fallback_telemetry_errors_total{component}``). The run's result, exception and
-timing are unchanged.
+The driver, the session subsystem and the streaming path hold their observers in an
+:class:`ObserverSet`: the hooks resolved once, and isolation (an observer whose hook
+raises is disabled in its set, logged once, counted, and reported to the others; the
+run's result, exception and timing are unchanged).
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ import enum
 import logging
 import threading
 import traceback
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -32,25 +29,22 @@ from model_fallback._model import Attempt, Candidate
 from model_fallback._redact import redact
 
 __all__ = [
+    "HOOKS",
     "AttemptEnded",
     "AttemptStarted",
     "CandidateSkipped",
     "CoordinationAborted",
     "FenceChecked",
-    "Hooks",
     "LockAcquired",
     "LockTimedOut",
     "Observer",
     "ObserverFailed",
+    "ObserverSet",
     "RunEnded",
     "RunOutcome",
     "RunStarted",
     "StaleLockReclaimed",
     "dispatch",
-    "enable_observer",
-    "fire",
-    "hooks_for",
-    "is_disabled",
     "telemetry_errors",
 ]
 
@@ -304,17 +298,38 @@ class Observer:
         """Another observer raised and was disabled."""
 
 
-# --- isolation -----------------------------------------------------------------------
+# --- the observer set ----------------------------------------------------------------
 
-_guard = threading.Lock()
-# id -> a weak reference to the observer (whose callback forgets the id when the observer
-# is freed, so observers made per request are not kept), or the observer itself when it
-# cannot be weakly referenced (the strong reference keeps its id from being reused).
-_disabled: dict[int, object] = {}
+#: Every hook an observer may implement, in the order the driver and the session call them.
+HOOKS: tuple[str, ...] = (
+    "run_started",
+    "attempt_started",
+    "attempt_ended",
+    "candidate_skipped",
+    "coordination_aborted",
+    "run_ended",
+    "lock_acquired",
+    "lock_timed_out",
+    "stale_lock_reclaimed",
+    "fence_checked",
+)
+# End hooks run in reverse order, like nested context managers unwinding: an observer that
+# made a span current in a start hook closes it after the observers listed after it have
+# seen the end (so they can still take exemplars from that span).
+_END_HOOKS = frozenset({"attempt_ended", "run_ended"})
 # Raised by a hook, these still stop the process: the remaining hooks run first.
 _FATAL = (KeyboardInterrupt, SystemExit)
+
+Pairs = tuple[tuple[object, Callable[[Any], None]], ...]
+
+_counts_guard = threading.Lock()
 _errors: dict[str, int] = {}
-_generation = 0  # bumped whenever an observer is disabled or re-enabled
+
+
+def telemetry_errors() -> dict[str, int]:
+    """Observer failures so far in this process, per component (every observer set)."""
+    with _counts_guard:
+        return dict(_errors)
 
 
 def _component(observer: object) -> str:
@@ -327,168 +342,165 @@ def _component(observer: object) -> str:
     return type(observer).__name__
 
 
-def is_disabled(observer: object) -> bool:
-    """Whether *observer* has been disabled after raising."""
-    return id(observer) in _disabled
+class ObserverSet:
+    """The observers of a run (or of a session file), their hooks resolved once.
 
+    Built from a sequence of observers; for each hook it keeps the bound methods of the
+    observers that implement it (a hook inherited as a no-op from :class:`Observer` is left
+    out, so nobody builds an event nobody reads). Each hook is a tuple attribute of the
+    set, empty when no observer listens: ``if observers.attempt_ended: observers.emit(...)``.
 
-def enable_observer(observer: object) -> None:
-    """Re-enable an observer that was disabled (mainly for tests)."""
-    global _generation
-    with _guard:
-        _disabled.pop(id(observer), None)
-        _generation += 1
+    Isolation, after trio's ``Instruments``: an observer whose hook raises (any exception,
+    ``BaseException`` subclasses included) is disabled *in this set*, logged once per
+    component and process (logger ``model_fallback.events``), counted
+    (:attr:`failures`, :func:`telemetry_errors`), and reported to the other observers
+    through :meth:`Observer.observer_failed` (the Prometheus observer turns that into
+    ``model_fallback_telemetry_errors_total{component}``). ``KeyboardInterrupt`` and
+    ``SystemExit`` are re-raised, once every other observer has seen the event. The run's
+    result, exception and timing are unchanged.
 
-
-def telemetry_errors() -> dict[str, int]:
-    """Observer failures so far in this process, per component."""
-    with _guard:
-        return dict(_errors)
-
-
-def _forget(key: int) -> Callable[[object], None]:
-    def forget(_: object) -> None:
-        with _guard:
-            _disabled.pop(key, None)
-
-    return forget
-
-
-def _fail(observer: object, hook: str, exc: BaseException, observers: Iterable[object]) -> None:
-    global _generation
-    component = _component(observer)
-    with _guard:
-        key = id(observer)
-        first = key not in _disabled
-        if first:
-            try:
-                _disabled[key] = weakref.ref(observer, _forget(key))
-            except TypeError:  # no __weakref__ slot
-                _disabled[key] = observer
-        _generation += 1
-        count = _errors[component] = _errors.get(component, 0) + 1
-    if first and count == 1:
-        # The traceback is rendered and redacted here rather than passed as exc_info: the
-        # hook may have run while a provider error was being handled, and that error (often
-        # quoting an API key) would be printed as this one's context.
-        rendered = "".join(traceback.format_exception(exc))
-        _log.error(
-            "model_fallback observer %s raised in %s and is disabled for the rest of the process "
-            "(later failures of %s observers are counted in telemetry_errors(), not logged)\n%s",
-            component,
-            hook,
-            component,
-            redact(rendered, limit=8000),
-        )
-    elif first:
-        _log.debug("model_fallback observer %s raised in %s (failure %d)", component, hook, count)
-    notice = ObserverFailed(component, hook, exc)
-    for other in observers:
-        if other is observer or id(other) in _disabled:
-            continue
-        fn = getattr(other, "observer_failed", None)
-        if fn is None:
-            continue
-        try:
-            fn(notice)
-        except _FATAL:
-            raise
-        except BaseException as exc2:
-            _fail(other, "observer_failed", exc2, ())
-
-
-def dispatch(observers: Sequence[object], hook: str, event: Any) -> None:
-    """Call ``hook(event)`` on every enabled observer that has it, isolating failures.
-
-    Any exception a hook raises disables that observer, ``BaseException`` subclasses
-    included; ``KeyboardInterrupt`` and ``SystemExit`` are re-raised once every other
-    observer has seen the event (so no span is left open or current).
-    """
-    fatal: BaseException | None = None
-    for obs in observers:
-        if id(obs) in _disabled:
-            continue
-        try:
-            fn = getattr(obs, hook, None)
-            if fn is None:
-                continue
-            fn(event)
-        except _FATAL as exc:
-            fatal = fatal or exc
-        except BaseException as exc:
-            _fail(obs, hook, exc, observers)
-    if fatal is not None:
-        raise fatal
-
-
-# --- resolved hooks (the driver's hot path) ------------------------------------------------
-
-Pairs = tuple[tuple[object, Any], ...]
-
-
-class Hooks(NamedTuple):
-    """The bound hook methods of an observers tuple, resolved once and cached.
-
-    Each field holds ``(observer, method)`` pairs of the observers that implement that hook
-    (a hook inherited as a no-op from :class:`Observer` is left out, so the driver builds no
-    event nobody reads). End hooks (``attempt_ended``, ``run_ended``) are in reverse order.
+    Pass the same set to every run (``observers=ObserverSet([...])``) to resolve the hooks
+    once and keep a broken observer disabled across runs; a plain list gets a set of its
+    own per run (a microsecond or two).
     """
 
-    observers: tuple[object, ...]
+    __slots__ = (
+        "_disabled",
+        "attempt_ended",
+        "attempt_started",
+        "candidate_skipped",
+        "coordination_aborted",
+        "failures",
+        "fence_checked",
+        "lock_acquired",
+        "lock_timed_out",
+        "observers",
+        "run_ended",
+        "run_started",
+        "stale_lock_reclaimed",
+    )
     run_started: Pairs
     attempt_started: Pairs
     attempt_ended: Pairs
     candidate_skipped: Pairs
     coordination_aborted: Pairs
     run_ended: Pairs
+    lock_acquired: Pairs
+    lock_timed_out: Pairs
+    stale_lock_reclaimed: Pairs
+    fence_checked: Pairs
 
+    def __init__(self, observers: Iterable[object] = ()) -> None:
+        if isinstance(observers, str | bytes):
+            raise TypeError("observers must be a sequence of observers, not a string")
+        if isinstance(observers, ObserverSet):
+            observers = observers.observers
+        try:
+            self.observers: tuple[object, ...] = tuple(observers)
+        except TypeError:
+            raise TypeError(
+                f"observers must be a sequence of observers, got {type(observers).__name__} "
+                "(pass observers=[observer])"
+            ) from None
+        #: failures per component in this set
+        self.failures: dict[str, int] = {}
+        self._disabled: list[object] = []
+        self._resolve()
 
-_REVERSED = frozenset({"attempt_ended", "run_ended"})
-_hooks_cache: dict[tuple[int, ...], tuple[int, Hooks]] = {}
+    @classmethod
+    def of(cls, observers: ObserverSet | Iterable[object]) -> ObserverSet:
+        """*observers* itself when it is already a set, else a new set of them."""
+        return observers if isinstance(observers, ObserverSet) else cls(observers)
 
+    def _resolve(self) -> None:
+        for hook in HOOKS:
+            base = getattr(Observer, hook)
+            pairs = []
+            for obs in self.observers:
+                if any(obs is d for d in self._disabled):
+                    continue
+                try:
+                    fn = getattr(obs, hook, None)
+                except Exception as exc:
+                    self._disable(obs, hook, exc)
+                    continue
+                if fn is None or getattr(fn, "__func__", None) is base:
+                    continue
+                pairs.append((obs, fn))
+            setattr(self, hook, tuple(reversed(pairs)) if hook in _END_HOOKS else tuple(pairs))
 
-def hooks_for(observers: tuple[object, ...]) -> Hooks:
-    """The resolved driver hooks of *observers* (cached by observer identity)."""
-    key = tuple(map(id, observers))
-    found = _hooks_cache.get(key)
-    if found is not None and found[0] == _generation:
-        return found[1]
-    generation = _generation
-    fields: dict[str, Pairs] = {}
-    for name in Hooks._fields[1:]:
-        base = getattr(Observer, name)
-        pairs = []
-        for obs in observers:
-            if id(obs) in _disabled:
+    def __bool__(self) -> bool:
+        return bool(self.observers)
+
+    def __len__(self) -> int:
+        return len(self.observers)
+
+    def __repr__(self) -> str:
+        return f"ObserverSet({[_component(o) for o in self.observers]!r})"
+
+    def emit(self, hook: str, event: Any) -> None:
+        """Call every enabled observer's *hook* with *event*, isolating failures."""
+        pairs: Pairs = getattr(self, hook)
+        fatal: BaseException | None = None
+        for obs, fn in pairs:
+            try:
+                fn(event)
+            except _FATAL as exc:
+                fatal = fatal or exc
+            except BaseException as exc:
+                self._disable(obs, hook, exc)
+        if fatal is not None:
+            raise fatal
+
+    def is_disabled(self, observer: object) -> bool:
+        """Whether *observer* raised and is disabled in this set."""
+        return any(observer is d for d in self._disabled)
+
+    def enable(self, observer: object) -> None:
+        """Re-enable a disabled observer of this set."""
+        self._disabled = [d for d in self._disabled if d is not observer]
+        self._resolve()
+
+    def _disable(self, observer: object, hook: str, exc: BaseException) -> None:
+        first_here = not self.is_disabled(observer)
+        component = _component(observer)
+        if first_here:
+            self._disabled.append(observer)
+            self._resolve()
+        self.failures[component] = self.failures.get(component, 0) + 1
+        with _counts_guard:
+            count = _errors[component] = _errors.get(component, 0) + 1
+        if count == 1:
+            # The traceback is rendered and redacted here rather than passed as exc_info:
+            # the hook may have run while a provider error was being handled, and that
+            # error (often quoting an API key) would be printed as this one's context.
+            rendered = "".join(traceback.format_exception(exc))
+            _log.error(
+                "model_fallback observer %s raised in %s and is disabled in its observer set "
+                "(later failures of %s observers are counted in telemetry_errors(), not logged)\n%s",
+                component,
+                hook,
+                component,
+                redact(rendered, limit=8000),
+            )
+        else:
+            _log.debug("model_fallback observer %s raised in %s (failure %d)", component, hook, count)
+        if not first_here:
+            return
+        notice = ObserverFailed(component, hook, exc)
+        for other in self.observers:
+            if other is observer or self.is_disabled(other):
                 continue
             try:
-                fn = getattr(obs, name, None)
-            except Exception as exc:
-                _fail(obs, name, exc, observers)
-                continue
-            if fn is None or getattr(fn, "__func__", None) is base:
-                continue
-            pairs.append((obs, fn))
-        fields[name] = tuple(reversed(pairs)) if name in _REVERSED else tuple(pairs)
-    hooks = Hooks(observers, **fields)
-    if len(_hooks_cache) >= 256:
-        _hooks_cache.clear()
-    # The entry keeps the observers alive, so their ids cannot be reused while it exists.
-    _hooks_cache[key] = (generation, hooks)
-    return hooks
+                fn = getattr(other, "observer_failed", None)
+                if fn is not None:
+                    fn(notice)
+            except _FATAL:
+                raise
+            except BaseException as exc2:
+                self._disable(other, "observer_failed", exc2)
 
 
-def fire(pairs: Pairs, hook: str, event: Any, observers: tuple[object, ...]) -> None:
-    """Call the resolved *pairs* with *event*, isolating failures like :func:`dispatch`."""
-    fatal: BaseException | None = None
-    for obs, fn in pairs:
-        if _disabled and id(obs) in _disabled:
-            continue
-        try:
-            fn(event)
-        except _FATAL as exc:
-            fatal = fatal or exc
-        except BaseException as exc:
-            _fail(obs, hook, exc, observers)
-    if fatal is not None:
-        raise fatal
+def dispatch(observers: ObserverSet | Sequence[object], hook: str, event: Any) -> None:
+    """Call ``hook(event)`` on *observers* (a set, or a sequence made into one)."""
+    ObserverSet.of(observers).emit(hook, event)

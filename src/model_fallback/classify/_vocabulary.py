@@ -26,6 +26,7 @@ patterns are unaffected by case).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -925,11 +926,18 @@ PROVIDERS: Final[MappingProxyType[str, ProviderVocabulary]] = MappingProxyType(
 _ALIASES: dict[str, str] = {alias: name for name, v in PROVIDERS.items() for alias in v.aliases}
 
 
+_NO_VOCABULARY: tuple[None, None] = (None, None)
+
+
 def provider_vocabulary(provider: str | None) -> tuple[str | None, ProviderVocabulary | None]:
     """The canonical name and vocabulary of a provider name, or ``(None, None)``."""
-    if not provider or not isinstance(provider, str):
-        return None, None
+    if not provider or type(provider) is not str:
+        return _NO_VOCABULARY
+    return _resolve(provider)
+
+
+# Provider names are few and repeat on every failure: resolve each once.
+@functools.lru_cache(maxsize=1024)
+def _resolve(provider: str) -> tuple[str | None, ProviderVocabulary | None]:
     name = _ALIASES.get(provider.strip().lower())
-    if name is None:
-        return None, None
-    return name, PROVIDERS[name]
+    return _NO_VOCABULARY if name is None else (name, PROVIDERS[name])

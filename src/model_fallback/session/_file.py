@@ -22,7 +22,7 @@ from model_fallback.errors import (
     SessionTakeoverError,
     SessionWriteLockTimeoutError,
 )
-from model_fallback.events import FenceChecked, dispatch
+from model_fallback.events import FenceChecked, Observer, ObserverSet
 from model_fallback.session._lock import (
     SessionLockLostError,
     SessionLockPathError,
@@ -258,13 +258,13 @@ class SessionFile:
         *,
         stale_after: float = 1800.0,
         fsync: bool = False,
-        observers: Sequence[object] = (),
+        observers: ObserverSet | Sequence[Observer] = (),
     ) -> None:
         self.path = Path(path)
         self.lock_timeout = lock_timeout
         self.stale_after = stale_after
         self.fsync = fsync
-        self.observers = tuple(observers)
+        self.observers = ObserverSet.of(observers)
         # Validate the numbers now (bad input fails before any work).
         SessionWriteLock(self.path, lock_timeout, stale_after)
 
@@ -379,10 +379,9 @@ class HeldSession:
     def _lost(self, lost: SessionLockLostError) -> None:
         self._poisoned = lost
         self._fence = None
-        if self.session.observers:
+        if self.session.observers.fence_checked:
             now = time.time_ns()
-            dispatch(
-                self.session.observers,
+            self.session.observers.emit(
                 "fence_checked",
                 FenceChecked(str(self.path), True, lost.before, lost.after, now, now),
             )
@@ -436,9 +435,8 @@ class HeldSession:
             self._poisoned = failed
             return failed
         takeover = before is not None and after != before
-        if self.session.observers:
-            dispatch(
-                self.session.observers,
+        if self.session.observers.fence_checked:
+            self.session.observers.emit(
                 "fence_checked",
                 FenceChecked(str(self.path), takeover, before, after, started, time.time_ns()),
             )

@@ -57,7 +57,7 @@ from model_fallback.errors import (
     SessionTakeoverError,
     SessionWriteLockTimeoutError,
 )
-from model_fallback.events import LockAcquired, LockTimedOut, StaleLockReclaimed, dispatch
+from model_fallback.events import LockAcquired, LockTimedOut, Observer, ObserverSet, StaleLockReclaimed
 
 __all__ = [
     "SessionLockLostError",
@@ -354,7 +354,7 @@ class SessionWriteLock:
         acquire_timeout: float = 60.0,
         stale_after: float = 1800.0,
         *,
-        observers: Sequence[object] = (),
+        observers: ObserverSet | Sequence[Observer] = (),
     ) -> None:
         for name, value in (("acquire_timeout", acquire_timeout), ("stale_after", stale_after)):
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -365,7 +365,7 @@ class SessionWriteLock:
         self.lock_path = Path(f"{self.path}.lock")
         self.acquire_timeout = float(acquire_timeout)
         self.stale_after = float(stale_after)
-        self.observers = tuple(observers)
+        self.observers = ObserverSet.of(observers)
         self._fd: int | None = None
         self._bfd: int | None = None  # the break file, open while held (fenced_write)
         self._ident: tuple[int, int] = (0, 0)  # (dev, inode) of the lock file we locked
@@ -488,10 +488,8 @@ class SessionWriteLock:
         _log.warning(
             "reclaimed stale session lock %s (%s, previous owner pid=%s)", self.lock_path, reason, owner_pid
         )
-        if self.observers:
-            dispatch(
-                self.observers, "stale_lock_reclaimed", StaleLockReclaimed(str(self.path), reason, owner_pid)
-            )
+        if self.observers.stale_lock_reclaimed:
+            self.observers.emit("stale_lock_reclaimed", StaleLockReclaimed(str(self.path), reason, owner_pid))
 
     def _owner(self) -> tuple[dict[str, Any] | None, _Holder | None]:
         """The lock file's metadata as it is now, and what it says about the holder."""
@@ -594,9 +592,8 @@ class SessionWriteLock:
                 self._ident = (opened.st_dev, opened.st_ino)
                 _HELD.add(self)
                 waited = time.monotonic() - t0
-                if self.observers:
-                    dispatch(
-                        self.observers,
+                if self.observers.lock_acquired:
+                    self.observers.emit(
                         "lock_acquired",
                         LockAcquired(str(self.path), waited, start_ns, time.time_ns(), reacquire),
                     )
@@ -624,9 +621,8 @@ class SessionWriteLock:
                     owner_pid=pid,
                     owner_alive=alive,
                 )
-                if self.observers:
-                    dispatch(
-                        self.observers,
+                if self.observers.lock_timed_out:
+                    self.observers.emit(
                         "lock_timed_out",
                         LockTimedOut(str(self.path), waited, pid, alive, start_ns, time.time_ns(), reacquire),
                     )

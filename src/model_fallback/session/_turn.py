@@ -9,7 +9,8 @@ import anyio
 
 from model_fallback._model import Candidate
 from model_fallback.cooldown import CooldownTracker
-from model_fallback.driver import FallbackPolicy, FallbackResult, _validate_timeout, run_with_model_fallback
+from model_fallback.driver import FallbackPolicy, FallbackResult, run_with_model_fallback, validate_timeout
+from model_fallback.events import Observer, ObserverSet
 from model_fallback.session._file import SessionFile
 
 __all__ = ["run_embedded_turn"]
@@ -36,7 +37,7 @@ async def run_embedded_turn(
     *,
     policy: FallbackPolicy | None = None,
     cooldowns: CooldownTracker | None = None,
-    observers: Sequence[object] = (),
+    observers: ObserverSet | Sequence[Observer] = (),
     attempt_timeout: float | None = None,
     reply_entry: Callable[[FallbackResult[T]], Mapping[str, Any]] | None = None,
 ) -> FallbackResult[T]:
@@ -71,7 +72,7 @@ async def run_embedded_turn(
     """
     if not isinstance(session, SessionFile):
         raise TypeError("session must be a SessionFile")
-    timeout = _validate_timeout(attempt_timeout)
+    timeout = validate_timeout(attempt_timeout)
     async with session.locked() as held:
         await held.append(user_entry)
 

@@ -42,6 +42,7 @@ from model_fallback._model import Candidate
 from model_fallback.classify import coordination_kind
 from model_fallback.cooldown import CooldownTracker
 from model_fallback.errors import AllCandidatesFailedError
+from model_fallback.events import ObserverSet
 from model_fallback.session import SessionFile, SessionWriteLock, run_embedded_turn
 from model_fallback.simulate._faults import FaultProfile, Outage, SimClock, SimulatedProvider, rng_for
 from model_fallback.simulate._report import Stats
@@ -110,7 +111,9 @@ class Workload:
     def __init__(self, config: SimConfig, stats: Stats, observers: Sequence[object]) -> None:
         self.config = config
         self.stats = stats
-        self.observers: tuple[object, ...] = (stats, *observers)
+        # One observer set for the whole simulation: hooks resolved once, and an observer
+        # that raises stays disabled across runs.
+        self.observers = ObserverSet([stats, *observers])
         self.provider = SimulatedProvider(config.profiles, outages=config.outages, seed=config.seed)
         self._owned_dir = config.directory is None
         self.directory = (
