@@ -146,8 +146,12 @@ def _append_line(path: Path, line: bytes, fsync: bool) -> Fingerprint:
     Raises:
         SessionIOError: the write (or the open) failed on a local OS error.
     """
-    with session_io("append", path):
+    try:
         return _append_line_io(path, line, fsync)
+    except CoordinationError:
+        raise
+    except OSError as exc:
+        raise session_io_error(exc, "append", path) from exc
 
 
 def _open_regular(path: Path, flags: int, operation: str) -> tuple[int, os.stat_result]:

@@ -137,7 +137,7 @@ def session_io(operation: str, path: str | os.PathLike[str]) -> Iterator[None]:
     """
     try:
         yield
-    except (CoordinationError, SessionIOError):
+    except CoordinationError:
         raise
     except OSError as exc:
         raise session_io_error(exc, operation, path) from exc
@@ -219,6 +219,7 @@ class _Identity(NamedTuple):
     start_time: int | None
     pidns: int | None
     timens: int | None
+    meta_prefix: str  # the lock metadata up to the two clock readings, encoded once
 
 
 _identity: _Identity | None = None
@@ -231,7 +232,16 @@ def _self() -> _Identity:
     pid = os.getpid()
     ident = _identity
     if ident is None or ident.pid != pid:
-        ident = _identity = _Identity(pid, process_start_time(pid), _ns_inode("pid"), _ns_inode("time"))
+        start, pidns, timens = process_start_time(pid), _ns_inode("pid"), _ns_inode("time")
+        static = {
+            "pid": pid,
+            "start_time": start,
+            "host": _HOST,
+            "boot_id": _BOOT_ID,
+            "pidns": pidns,
+            "timens": timens,
+        }
+        ident = _identity = _Identity(pid, start, pidns, timens, json.dumps(static)[:-1])
     return ident
 
 
@@ -409,20 +419,17 @@ class SessionWriteLock:
         return fd, st
 
     def _open_break(self) -> int | None:
-        """The break file's descriptor, or None when it cannot be opened (or is not a file).
+        """The break file's descriptor, or None when it cannot be opened.
 
         Without it this acquirer cannot fence breakers out; but a breaker needs the same
-        file to break anything, and it lives in the lock's own directory.
+        file to break anything, and it lives in the lock's own directory. (Whatever node is
+        there, O_NONBLOCK opens it at once and ``flock`` works on it: no type check needed.)
         """
         try:
-            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-            bfd = os.open(f"{self.lock_path}.break", flags, 0o644)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+            return os.open(f"{self.lock_path}.break", flags, 0o644)
         except OSError:
             return None
-        if not stat.S_ISREG(os.fstat(bfd).st_mode):
-            os.close(bfd)
-            return None
-        return bfd
 
     def _lock_and_claim(self, fd: int, mine: os.stat_result, bfd: int | None) -> bool:
         """One attempt: lock and claim under a shared lock on the break file (see module doc)."""
@@ -458,19 +465,10 @@ class SessionWriteLock:
         if meta is not None:
             holder = _assess(meta)
             self._reclaimed(holder.reason, holder.pid)
-        me = _self()
-        payload = json.dumps(
-            {
-                "pid": me.pid,
-                "start_time": me.start_time,
-                "host": _HOST,
-                "boot_id": _BOOT_ID,
-                "pidns": me.pidns,
-                "timens": me.timens,
-                "boottime": _boottime(),
-                "created_at": time.time(),  # for people reading the file; ages use boottime
-            }
-        ).encode()
+        # created_at is for people reading the file; ages use boottime.
+        payload = (
+            f'{_self().meta_prefix}, "boottime": {_boottime()!r}, "created_at": {time.time()!r}}}'.encode()
+        )
         try:
             os.ftruncate(fd, 0)
             written = 0
@@ -557,7 +555,7 @@ class SessionWriteLock:
         start_ns = time.time_ns()
         t0 = time.monotonic()
         deadline = t0 + self.acquire_timeout
-        with session_io(operation, self.path):
+        try:
             fd, opened = self._open(operation)  # first: a bad lock path is refused before anything else
             bfd = self._open_break()
             try:
@@ -566,7 +564,11 @@ class SessionWriteLock:
                 if bfd is not None:
                     os.close(bfd)
                 raise
-            self._bfd = bfd
+        except CoordinationError:
+            raise
+        except OSError as exc:
+            raise session_io_error(exc, operation, self.path) from exc
+        self._bfd = bfd
 
     async def _acquire_loop(
         self,
