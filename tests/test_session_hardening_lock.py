@@ -85,8 +85,16 @@ FORKING_HOLDER = textwrap.dedent(
     anyio.run(lock.acquire)
     sys.stdout.flush()
     if how == "multiprocessing":
-        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+        ctx = multiprocessing.get_context("fork")
+        running = ctx.Event()
+
+        def work():
+            running.set()  # the at-fork hooks ran before this: start() returns before they do
+            time.sleep(30)
+
+        child = ctx.Process(target=work)
         child.start()
+        running.wait(20)
         pid = child.pid
     else:
         # libc's fork(): no Python at-fork hooks run, as with a fork made by a C extension
