@@ -36,6 +36,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import Generic, NamedTuple, TypeVar
 
 import anyio
@@ -183,6 +184,19 @@ class _SyncRunError(TypeError):
     """``run`` returned something that cannot be awaited (a synchronous function)."""
 
 
+def _not_awaitable(result: object) -> str:
+    if inspect.isasyncgen(result):
+        # Calling an async generator function runs none of its body: no provider was called.
+        return (
+            "run is an async generator function: it streams; use stream_with_model_fallback, "
+            "or make run return the whole answer"
+        )
+    return (
+        f"run must be an async callable (its result is awaited); it returned "
+        f"{type(result).__name__}, not an awaitable: the answer is discarded"
+    )
+
+
 def validate_timeout(attempt_timeout: float | None, name: str = "attempt_timeout") -> float | None:
     """A timeout argument as seconds (``None`` and infinity: no timeout).
 
@@ -237,13 +251,8 @@ async def run_with_model_fallback(
     """
     if not callable(run):
         raise TypeError("run must be an async callable taking a Candidate")
-    if inspect.isasyncgenfunction(run):
-        raise TypeError(
-            "run is an async generator function: it streams; use stream_with_model_fallback, "
-            "or make run return the whole answer"
-        )
     chain = normalize_candidates(candidates)
-    timeout = validate_timeout(attempt_timeout)
+    timeout = None if attempt_timeout is None else validate_timeout(attempt_timeout)
     if policy is None:
         policy = _DEFAULT_POLICY
     elif not isinstance(policy, FallbackPolicy):
@@ -282,11 +291,8 @@ async def run_with_model_fallback(
         t0 = _perf()
         try:
             pending = run(candidate)
-            if not inspect.isawaitable(pending):
-                raise _SyncRunError(
-                    f"run must be an async callable (its result is awaited); it returned "
-                    f"{type(pending).__name__}, not an awaitable: the answer is discarded"
-                )
+            if type(pending) is not CoroutineType and not inspect.isawaitable(pending):
+                raise _SyncRunError(_not_awaitable(pending))
             if timeout is None:
                 value = await pending
             else:

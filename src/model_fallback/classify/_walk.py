@@ -577,9 +577,13 @@ def _walk(err: object, provider: vocab.ProviderVocabulary | None, facts: TypeFac
 # --- entry points --------------------------------------------------------------------
 
 
-def _analyze(err: object, name: str | None, provider: vocab.ProviderVocabulary | None) -> Classification:
+def _analyze(err: object, hint: str | None) -> Classification:
     if err is None:
         return NOTHING
+    # Leaf answers are keyed by the hint as given (its spelling), so the fast path in
+    # analyze() needs no lookup; the vocabulary is resolved here, off the fast path.
+    name = hint if hint is None or type(hint) is str else None
+    provider = vocab.provider_vocabulary(name)[1]
     tp = type(err)
     # An error that *is* a coordination error wins whatever lies beneath it.
     kind = CACHED.coordination_kind(tp)
@@ -629,23 +633,22 @@ def analyze(err: object, provider: str | None = None) -> Classification:
     keep the generic rules. This is what the driver uses: one walk per failure. Never
     raises.
     """
-    name, vocabulary = vocab.provider_vocabulary(provider)
     tp = type(err)
-    if CACHED.leaf_types.get(tp):  # the repeated leaf provider error, without a call layer
-        exc: BaseException = err  # type: ignore[assignment]  # only exception types are leaf types
-        try:
+    try:
+        if CACHED.leaf_types.get(tp):  # the repeated leaf provider error, without a call layer
+            exc: BaseException = err  # type: ignore[assignment]  # only exception types are leaf types
             if (
                 exc.__cause__ is None
                 and not exc.__dict__
                 and (exc.__context__ is None or exc.__suppress_context__)
             ):
-                hit = CACHED.leaves.get((tp, 1, str(exc), name))
+                hit = CACHED.leaves.get((tp, 1, str(exc), provider))
                 if hit is not None:
                     return hit  # type: ignore[no-any-return]
-        except Exception:
-            pass
+    except Exception:
+        pass
     try:
-        return _analyze(err, name, vocabulary)
+        return _analyze(err, provider)
     except Exception:  # includes RecursionError from a pathological __str__
         return NOTHING
 
