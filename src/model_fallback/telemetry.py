@@ -2,7 +2,8 @@
 
 :func:`configure` reads the standard ``OTEL_*`` environment variables, builds an SDK
 ``TracerProvider`` (with a ``BatchSpanProcessor``) and ``MeterProvider`` when an exporter
-is configured, optionally serves ``/metrics`` on 127.0.0.1, and returns a
+is configured, optionally serves ``/metrics`` on 127.0.0.1 (one bounded thread, see
+:class:`_MetricsServer`), and returns a
 :class:`Telemetry` handle whose :attr:`~Telemetry.observers` you pass to
 :func:`~model_fallback.run_with_model_fallback`. It installs **no global providers**: the
 providers are injected into the observers.
@@ -32,9 +33,12 @@ stopped, what they could not send is dropped, and one warning (logger
 from __future__ import annotations
 
 import atexit
+import gzip
 import logging
 import math
 import os
+import selectors
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -268,6 +272,296 @@ def _quietly(fn: Callable[[], object]) -> None:
         pass
 
 
+_MAX_REQUEST = 16 * 1024
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+
+
+class _Conn:
+    __slots__ = ("buf", "keep_alive", "last", "out", "sock")
+
+    def __init__(self, sock: socket.socket, now: float) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.out: memoryview | None = None
+        self.keep_alive = True
+        self.last = now
+
+
+class _MetricsServer:
+    """``/metrics`` on one thread, whatever the number of clients.
+
+    A thread-per-connection server (``prometheus_client.start_http_server``) holds a thread per
+    idle socket — 800 idle sockets made 804 threads — and every scrape renders the exposition
+    on its own thread, so 20 scrapers took most of the interpreter from the workload (121 → 45
+    runs/s). Here one thread multiplexes every connection with a selector:
+
+    * a connection idle (or sending half a request) for *idle_timeout* seconds is closed;
+    * at most *max_connections* are open: a new one beyond that closes the longest-idle one;
+    * the exposition is rendered at most every *min_interval* seconds per format, and scrapes
+      in between get the cached bytes;
+    * the thread's CPU time is capped to *cpu_share* of the wall clock (with a small burst):
+      past it, the thread sleeps and the clients wait, not the workload.
+
+    HTTP/1.1 with keep-alive, ``GET``/``HEAD`` on any path (as ``prometheus_client`` does),
+    content negotiation (OpenMetrics with exemplars, or the text format) and gzip.
+    """
+
+    def __init__(
+        self,
+        addr: str,
+        port: int,
+        registry: Any,
+        *,
+        idle_timeout: float = 10.0,
+        max_connections: int = 64,
+        min_interval: float = 1.0,
+        cpu_share: float = 0.1,
+    ) -> None:
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        self._sock = socket.create_server((addr, port), family=family, backlog=128)
+        self._sock.setblocking(False)
+        self.server_address: tuple[str, int] = self._sock.getsockname()[:2]
+        self.registry = registry
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.min_interval = min_interval
+        self.cpu_share = cpu_share
+        self._conns: dict[socket.socket, _Conn] = {}
+        self._cache: dict[tuple[str, bool], tuple[float, bytes]] = {}
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._sock, selectors.EVENT_READ, "accept")
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._thread = threading.Thread(target=self._serve, name="model-fallback-metrics", daemon=True)
+
+    def start(self) -> None:
+        """Serve in a daemon thread."""
+        self._thread.start()
+
+    def connections(self) -> int:
+        """Open client connections (for tests and curiosity)."""
+        return len(self._conns)
+
+    def shutdown(self) -> None:
+        """Stop serving (waits for the thread at most a second)."""
+        self._stop.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        if self._thread.is_alive():
+            self._thread.join(1.0)
+
+    def server_close(self) -> None:
+        """Close the listening socket and every connection."""
+        for conn in list(self._conns.values()):
+            self._close(conn)
+        for s in (self._sock, self._wake_r, self._wake_w):
+            try:
+                s.close()
+            except OSError:
+                pass
+        try:
+            self._sel.close()
+        except Exception:
+            pass
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        budget = burst = 0.2  # CPU seconds the thread may spend before it is throttled
+        cpu = time.thread_time()
+        wall = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                events = self._sel.select(self._next_timeout())
+            except OSError:
+                if self._stop.is_set():
+                    return
+                raise
+            for key, mask in events:
+                if key.data == "accept":
+                    self._accept()
+                elif key.data == "wake":
+                    return
+                else:
+                    conn: _Conn = key.data
+                    try:
+                        if mask & selectors.EVENT_READ:
+                            self._read(conn)
+                        elif mask & selectors.EVENT_WRITE:
+                            self._write(conn)
+                    except Exception:  # one bad connection must not stop /metrics
+                        self._close(conn)
+            self._expire()
+            now_cpu, now = time.thread_time(), time.monotonic()
+            budget = min(burst, budget - (now_cpu - cpu) + (now - wall) * self.cpu_share)
+            cpu, wall = now_cpu, now
+            if budget < 0:
+                # Over its share: sleep (releasing the interpreter to the workload) until the
+                # share is paid back. Clients wait in the kernel's queues meanwhile.
+                self._stop.wait(-budget / self.cpu_share)
+                cpu, wall = time.thread_time(), time.monotonic()
+                budget = 0.0
+
+    def _next_timeout(self) -> float:
+        if not self._conns:
+            return 1.0
+        oldest = min(c.last for c in self._conns.values())
+        return max(0.01, min(1.0, oldest + self.idle_timeout - time.monotonic()))
+
+    def _expire(self) -> None:
+        limit = time.monotonic() - self.idle_timeout
+        for conn in [c for c in self._conns.values() if c.last < limit]:
+            self._close(conn)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. out of file descriptors: try again on the next event
+                return
+            if len(self._conns) >= self.max_connections:
+                waiting = [c for c in self._conns.values() if c.out is None]
+                if waiting:
+                    self._close(min(waiting, key=lambda c: c.last))
+                else:
+                    sock.close()
+                    continue
+            sock.setblocking(False)
+            conn = _Conn(sock, time.monotonic())
+            self._conns[sock] = conn
+            self._sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _close(self, conn: _Conn) -> None:
+        if self._conns.pop(conn.sock, None) is None:
+            return
+        try:
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            self._close(conn)
+            return
+        conn.last = time.monotonic()
+        conn.buf += data
+        self._respond(conn)
+
+    def _respond(self, conn: _Conn) -> None:
+        end = conn.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(conn.buf) > _MAX_REQUEST:
+                conn.keep_alive = False
+                self._send(conn, 431, [], b"")
+            return
+        head, conn.buf = conn.buf[:end].decode("latin-1"), conn.buf[end + 4 :]
+        lines = head.split("\r\n")
+        parts = lines[0].split()
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            conn.keep_alive = False
+            self._send(conn, 400, [], b"")
+            return
+        method, version = parts[0], parts[2]
+        connection = headers.get("connection", "").lower()
+        conn.keep_alive = "close" not in connection if version != "HTTP/1.0" else "keep-alive" in connection
+        if headers.get("content-length", "0").strip() not in ("", "0") or "transfer-encoding" in headers:
+            conn.keep_alive = False  # a body we do not read: do not parse it as the next request
+        if method not in ("GET", "HEAD"):
+            self._send(conn, 405, [("Allow", "GET, HEAD")], b"")
+            return
+        try:
+            content_type, body, gzipped = self._exposition(
+                headers.get("accept", ""), headers.get("accept-encoding", "")
+            )
+        except Exception:
+            conn.keep_alive = False
+            self._send(conn, 503, [], b"")
+            return
+        extra = [("Content-Type", content_type)]
+        if gzipped:
+            extra.append(("Content-Encoding", "gzip"))
+        self._send(conn, 200, extra, body, head_only=method == "HEAD")
+
+    def _exposition(self, accept: str, accept_encoding: str) -> tuple[str, bytes, bool]:
+        from prometheus_client.exposition import choose_encoder, gzip_accepted
+
+        encoder, content_type = choose_encoder(accept)
+        gzipped = gzip_accepted(accept_encoding)
+        key = (content_type, gzipped)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached[0] < self.min_interval:
+            return content_type, cached[1], gzipped
+        body = encoder(self.registry)
+        if gzipped:
+            body = gzip.compress(body, compresslevel=6)
+        self._cache[key] = (now, body)
+        return content_type, body, gzipped
+
+    def _send(
+        self, conn: _Conn, status: int, headers: list[tuple[str, str]], body: bytes, head_only: bool = False
+    ) -> None:
+        lines = [f"HTTP/1.1 {status} {_REASONS[status]}", f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        if not conn.keep_alive:
+            lines.append("Connection: close")
+        raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else body)
+        conn.out = memoryview(raw)
+        self._sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
+        self._write(conn)
+
+    def _write(self, conn: _Conn) -> None:
+        out = conn.out
+        if out is None:
+            return
+        try:
+            n = conn.sock.send(out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        conn.last = time.monotonic()
+        if n < len(out):
+            conn.out = out[n:]
+            return
+        conn.out = None
+        if not conn.keep_alive:
+            self._close(conn)
+            return
+        self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+        if conn.buf:  # a pipelined request already read
+            self._respond(conn)
+
+
 def configure(
     service_name: str = "model-fallback",
     *,
@@ -284,7 +578,10 @@ def configure(
         service_name: ``service.name`` unless ``OTEL_SERVICE_NAME`` is set.
         prometheus_port: serve ``/metrics`` on this port (``None``/0: don't serve, but still
             record into *registry* if a Prometheus observer is wanted — see *registry*).
-        prometheus_addr: bind address of ``/metrics`` (loopback by default, on purpose).
+        prometheus_addr: bind address of ``/metrics`` (loopback by default, on purpose). The
+            server is one thread whatever the number of clients: idle connections are closed
+            after 10 s and capped at 64, the exposition is rendered at most once a second, and
+            the thread takes at most ~10 % of the interpreter's time.
         candidates: candidates whose metric label sets are created up front.
         registry: a ``prometheus_client`` registry (default: the global one).
         otel: force the OTel observer on/off (default: on when an OTLP endpoint or a
@@ -300,12 +597,13 @@ def configure(
     chain = [c if isinstance(c, Candidate) else Candidate.parse(c) for c in candidates]
 
     if prometheus_port:
-        from prometheus_client import REGISTRY, start_http_server
+        from prometheus_client import REGISTRY
 
         from model_fallback.prometheus import PrometheusObserver
 
         reg = REGISTRY if registry is None else registry
-        server, _thread = start_http_server(prometheus_port, addr=prometheus_addr, registry=reg)
+        server = _MetricsServer(prometheus_addr, prometheus_port, reg)
+        server.start()
         handle._server = server
         handle.prometheus_url = f"http://{prometheus_addr}:{prometheus_port}/metrics"
         handle.prometheus = PrometheusObserver(reg, candidates=chain)
