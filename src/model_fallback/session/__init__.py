@@ -8,6 +8,11 @@
   (:meth:`HeldSession.released_for_prompt`), verifying on return that nobody else changed
   the file (else :class:`~model_fallback.SessionTakeoverError`).
 * :func:`run_embedded_turn` — one agent turn composed of all of it and the fallback driver.
+
+A local OS error in any of it (disk full, directory gone, read-only filesystem, no descriptors
+left, a symlink or FIFO at a session path) raises :class:`~model_fallback.SessionIOError`,
+a coordination error of kind ``session_io``: never charged to a model. A holder whose lock was
+broken while it held it raises :class:`SessionLockLostError` (a takeover) before it writes.
 """
 
 from __future__ import annotations
