@@ -202,7 +202,7 @@ class SessionIOError(CoordinationError, OSError):
         message: human-readable text; built from the fields when empty.
         path: the file the operation was on.
         operation: what failed (``acquire``, ``reacquire``, ``append``, ``read``,
-            ``fence``).
+            ``fence``, ``verify``).
         errno: the original error's errno, if any.
 
     ``__cause__`` is the original :class:`OSError` when there was one.
