@@ -68,10 +68,11 @@ def test_all_is_pinned() -> None:
     """__all__ is sorted and equals the public names the package documents."""
     expected = [
         "AllCandidatesFailedError", "Attempt", "Candidate", "CooldownTracker", "CoordinationError",
-        "FailoverError", "FailoverReason", "FallbackPolicy", "FallbackResult", "Observer", "Outcome",
-        "RunOutcome", "SessionIOError", "SessionTakeoverError", "SessionWriteLockTimeoutError", "__version__",
-        "classify_failure", "coordination_kind", "is_coordination_error", "register_coordination_error",
-        "run_with_model_fallback", "unregister_coordination_error",
+        "FailoverError", "FailoverReason", "FallbackPolicy", "FallbackResult", "FallbackStream", "Observer",
+        "ObserverSet", "Outcome", "RunOutcome", "SessionIOError", "SessionTakeoverError",
+        "SessionWriteLockTimeoutError", "StreamInterruptedError", "__version__", "classify_failure",
+        "coordination_kind", "is_coordination_error", "register_coordination_error",
+        "run_with_model_fallback", "stream_with_model_fallback", "unregister_coordination_error",
     ]  # fmt: skip
     assert mf.__all__ == expected
     assert sorted(mf.__all__) == mf.__all__

@@ -38,8 +38,10 @@ from model_fallback.errors import (
     SessionIOError,
     SessionTakeoverError,
     SessionWriteLockTimeoutError,
+    StreamInterruptedError,
 )
-from model_fallback.events import Observer, RunOutcome
+from model_fallback.events import Observer, ObserverSet, RunOutcome
+from model_fallback.streaming import FallbackStream, stream_with_model_fallback
 
 __all__ = [
     "AllCandidatesFailedError",
@@ -51,18 +53,22 @@ __all__ = [
     "FailoverReason",
     "FallbackPolicy",
     "FallbackResult",
+    "FallbackStream",
     "Observer",
+    "ObserverSet",
     "Outcome",
     "RunOutcome",
     "SessionIOError",
     "SessionTakeoverError",
     "SessionWriteLockTimeoutError",
+    "StreamInterruptedError",
     "__version__",
     "classify_failure",
     "coordination_kind",
     "is_coordination_error",
     "register_coordination_error",
     "run_with_model_fallback",
+    "stream_with_model_fallback",
     "unregister_coordination_error",
 ]
 

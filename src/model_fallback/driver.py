@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import CoroutineType
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import anyio
 
@@ -178,6 +178,65 @@ def _parse_chain(items: tuple[Candidate | str, ...]) -> tuple[Candidate, ...]:
         else:
             raise TypeError(f"candidate must be a Candidate or a string, got {type(item).__name__}")
     return tuple(chain)
+
+
+class PendingRun(NamedTuple):
+    """A run whose last attempt succeeded but has not been reported yet (a stream)."""
+
+    observers: ObserverSet | None
+    run_id: int
+    attempt: Attempt
+    attempts: tuple[Attempt, ...]
+    started: float
+    chain_length: int
+
+    def finish(
+        self,
+        attempt: Attempt,
+        outcome: RunOutcome,
+        error: BaseException | None,
+        *,
+        time_to_first_chunk_s: float | None = None,
+        chunks: int | None = None,
+    ) -> tuple[Attempt, ...]:
+        """Report the attempt (as it ended) and the run; return the run's attempts."""
+        attempts = (*self.attempts[:-1], attempt)
+        obs = self.observers
+        if obs is None:
+            return attempts
+        if obs.attempt_ended:
+            obs.emit("attempt_ended", AttemptEnded(self.run_id, attempt, time_to_first_chunk_s, chunks))
+        if outcome is RunOutcome.COORDINATION_ABORT and obs.coordination_aborted:
+            untried = self.chain_length - attempt.index - 1
+            kind = attempt.coordination_kind or ""
+            obs.emit("coordination_aborted", CoordinationAborted(self.run_id, attempt, kind, untried))
+        if obs.run_ended:
+            served = outcome is RunOutcome.SUCCESS
+            obs.emit(
+                "run_ended",
+                RunEnded(
+                    self.run_id,
+                    outcome,
+                    attempts,
+                    attempt.candidate if served else None,
+                    attempt.index if served else None,
+                    _perf() - self.started,
+                    error,
+                ),
+            )
+        return attempts
+
+
+class Deferred:
+    """What a streaming attempt returns to the driver: the stream it opened, whose success
+    is reported when it ends rather than when the driver returns (the attempt lasts as
+    long as the stream). Private to :mod:`model_fallback.streaming`."""
+
+    __slots__ = ("payload", "pending")
+
+    def __init__(self, payload: object) -> None:
+        self.payload = payload
+        self.pending: PendingRun | None = None
 
 
 class _SyncRunError(TypeError):
@@ -366,6 +425,12 @@ async def run_with_model_fallback(
         attempts.append(succeeded)
         if cooldowns is not None:
             cooldowns.record_success(candidate)
+        if type(value) is Deferred:  # a stream: reported when it ends (model_fallback.streaming)
+            box = [value]
+            del value  # the frame must not keep the attempts' errors (see below)
+            return _defer(
+                box, PendingRun(obs, run_id, succeeded, tuple(attempts), started, len(chain)), attempts
+            )
         # Each caught error's traceback references this frame, which outlives the run: were a
         # local of this frame to hold those errors (the list, the result), every fallback would
         # leave a reference cycle for the garbage collector. The helpers build what is returned
@@ -373,6 +438,13 @@ async def run_with_model_fallback(
         return _report_success(obs, run_id, value, succeeded, attempts, started)
 
     raise _report_exhausted(obs, run_id, attempts, started)
+
+
+def _defer(box: list[Any], pending: PendingRun, attempts: list[Attempt]) -> FallbackResult[T]:
+    deferred: Deferred = box.pop()
+    deferred.pending = pending
+    attempts.clear()
+    return FallbackResult(deferred, pending.attempt.candidate, pending.attempts)  # type: ignore[arg-type]
 
 
 def _report_success(

@@ -4,6 +4,8 @@
 
     Exception
     ├── FailoverError                     one candidate failed, with its reason
+    │   └── StreamInterruptedError        a stream failed after its first chunk (never
+    │                                     switched silently; the caller decides)
     ├── CoordinationError                 a *local* condition, not a model failure
     │   ├── SessionWriteLockTimeoutError  (also a TimeoutError) the session write lock
     │   │                                 could not be taken in time
@@ -38,6 +40,7 @@ __all__ = [
     "SessionIOError",
     "SessionTakeoverError",
     "SessionWriteLockTimeoutError",
+    "StreamInterruptedError",
 ]
 
 
@@ -94,6 +97,53 @@ class FailoverError(Exception):
     def _extra_state(self) -> dict[str, Any]:
         skip = {"message", "reason", "candidate", "status", "code"}
         return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+
+class StreamInterruptedError(FailoverError):
+    """A provider stream failed after it had delivered chunks.
+
+    The chain never switches to another candidate in the middle of a stream (the chunks
+    already delivered would be duplicated or contradicted): the caller decides whether to
+    restart. ``__cause__`` is the provider's original error (or the ``TimeoutError`` of
+    ``idle_timeout``).
+
+    Args:
+        message: human-readable text.
+        reason: the provider failure reason of the interruption.
+        candidate: the candidate that was streaming.
+        chunks_delivered: how many chunks the caller had received.
+        status: HTTP-like status, if known.
+        code: provider code, if known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: FailoverReason | str,
+        candidate: Candidate | None = None,
+        chunks_delivered: int = 0,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, candidate=candidate, status=status, code=code)
+        self.chunks_delivered = chunks_delivered
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} after {self.chunks_delivered} chunk(s)"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        kwargs = {
+            "reason": self.reason,
+            "candidate": self.candidate,
+            "chunks_delivered": self.chunks_delivered,
+            "status": self.status,
+            "code": self.code,
+        }
+        return (_rebuild, (type(self), (self.message,), kwargs), self._extra_state())
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {k: v for k, v in super()._extra_state().items() if k != "chunks_delivered"}
 
 
 class CoordinationError(Exception):

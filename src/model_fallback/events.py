@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from model_fallback._model import Attempt, Candidate
+from model_fallback._model import Attempt, Candidate, Outcome
 from model_fallback._redact import redact
 
 __all__ = [
@@ -60,6 +60,8 @@ class RunOutcome(enum.StrEnum):
     CANCELLED = "cancelled"
     ABORTED = "aborted"
     CALLER_ERROR = "caller_error"
+    INTERRUPTED = "interrupted"
+    """A stream failed after its first chunk (:class:`~model_fallback.StreamInterruptedError`)."""
 
 
 # --- driver events -------------------------------------------------------------------
@@ -98,13 +100,26 @@ class AttemptStarted(NamedTuple):
 class AttemptEnded(NamedTuple):
     """A candidate call finished (any outcome but ``skipped``).
 
+    For a stream that delivered its first chunk, this comes when the stream ends (the
+    attempt lasts as long as the stream), with the stream's figures.
+
     Attributes:
         run_id: the run.
         attempt: the record, with outcome, reason, coordination kind, error, duration.
+        time_to_first_chunk_s: a stream's time from the call to its first chunk; None for
+            a plain call or a stream that failed before its first chunk.
+        chunks: how many chunks a stream delivered; None for a plain call.
     """
 
     run_id: int
     attempt: Attempt
+    time_to_first_chunk_s: float | None = None
+    chunks: int | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a stream failed after its first chunk."""
+        return self.chunks is not None and self.attempt.outcome is Outcome.PROVIDER_FAILURE
 
 
 class CandidateSkipped(NamedTuple):

@@ -51,7 +51,7 @@ DEPTH_BUCKETS: tuple[float, ...] = (0, 1, 2, 3, 4, 5, 7, 10)
 """Buckets of the fallback depth histogram (index of the candidate that served)."""
 
 RUN_OUTCOMES: tuple[str, ...] = (
-    "success", "exhausted", "coordination_abort", "cancelled", "aborted", "caller_error",
+    "success", "exhausted", "coordination_abort", "cancelled", "aborted", "caller_error", "interrupted",
 )  # fmt: skip
 ATTEMPT_OUTCOMES: tuple[str, ...] = (
     "success", "provider_failure", "coordination_abort", "cancelled", "aborted", "skipped", "caller_error",
