@@ -366,3 +366,29 @@ def test_no_secret_reaches_spans_metrics_logs_or_the_error(
     for where, out in outputs.items():
         piece = leaked_piece(sec.secret, out)
         assert piece is None, f"{piece!r} of {sec.name} in {where}"
+
+
+def test_the_simulator_report_and_its_logs_carry_no_key() -> None:
+    """The command's report (JSON and table) and its stderr, on a run where half the provider
+    calls fail with a 401 quoting an API key."""
+    import os
+    import subprocess
+    import sys
+
+    from model_fallback.simulate._faults import _FAKE_KEY
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["OTEL_TRACES_EXPORTER"] = "console"  # spans printed: their descriptions are exported text
+    env["OTEL_METRICS_EXPORTER"] = "none"
+    outputs = []
+    for fmt in (["--json"], []):
+        proc = subprocess.run(
+            [sys.executable, "-m", "model_fallback", "simulate", "--scenario", "healthy", "--duration", "1",
+             "--fault", "auth=0.5", "--metrics-port", "0", "--no-progress", *fmt],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs.append(proc.stdout + proc.stderr)
+    assert "auth" in outputs[0] and "[REDACTED]" in outputs[0]  # the console spans were there
+    for out in outputs:
+        assert leaked_piece(_FAKE_KEY, out) is None
