@@ -112,19 +112,24 @@ print(sum(answered))
 """
 
 
-def run_scraped(duration: float, scrapers: int, src: str | None) -> tuple[float, int]:
+def run_scraped(duration: float, scrapers: int, src: str | None, procs: int = 1) -> tuple[float, int]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     proc = start(duration, port, src)
     wait_up(url)
-    scraper = subprocess.Popen(
-        [sys.executable, "-c", SCRAPER, str(port), str(scrapers), str(duration)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    per = [scrapers // procs + (i < scrapers % procs) for i in range(procs)]
+    clients = [
+        subprocess.Popen(
+            [sys.executable, "-c", SCRAPER, str(port), str(n), str(duration)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in per
+        if n
+    ]
     data = report(proc)
-    out, _ = scraper.communicate(timeout=120)
-    return float(data["runs_per_s"]), int(out.strip() or 0)  # type: ignore[arg-type]
+    answered = sum(int(c.communicate(timeout=120)[0].strip() or 0) for c in clients)
+    return float(data["runs_per_s"]), answered  # type: ignore[arg-type]
 
 
 def idle_threads(idle: int, src: str | None, budget: float = 30.0) -> tuple[int, int, int, float]:
@@ -162,7 +167,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="shorter runs, one round")
     ap.add_argument("--src", default=None, help="run the simulator from this src directory")
     ap.add_argument("--scrapers", type=int, default=20)
-    ap.add_argument("--idle", type=int, default=800)
+    ap.add_argument("--procs", type=int, default=1, help="scraper processes the scrapers are spread over")
+    ap.add_argument("--idle", type=int, default=800, help="idle connections to hold (0: skip that part)")
     ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--rounds", type=int, default=None)
     args = ap.parse_args()
@@ -170,21 +176,22 @@ def main() -> int:
     rounds = args.rounds or (1 if args.quick else 3)
     print(f"simulator from: {args.src or 'this checkout'}; {rounds} round(s) of {duration:g} s")
 
-    before, during, opened, took = idle_threads(args.idle, args.src)
-    print(
-        f"threads: {before} before, {during} with {opened} idle connections open "
-        f"(of {args.idle} tried for 30 s); a scrape then took {took:.3f} s"
-    )
+    if args.idle:
+        before, during, opened, took = idle_threads(args.idle, args.src)
+        print(
+            f"threads: {before} before, {during} with {opened} idle connections open "
+            f"(of {args.idle} tried for 30 s); a scrape then took {took:.3f} s"
+        )
 
     alone, scraped, answered = 0.0, 0.0, 0
     for _ in range(rounds):
         alone = max(alone, run_alone(duration, args.src))
-        r, n = run_scraped(duration, args.scrapers, args.src)
+        r, n = run_scraped(duration, args.scrapers, args.src, args.procs)
         if r > scraped:
             scraped, answered = r, n
     print(f"runs/s alone: {alone:.1f}")
     print(
-        f"runs/s with {args.scrapers} scrapers: {scraped:.1f} ({scraped / alone * 100:.0f} % of alone; "
+        f"runs/s with {args.scrapers} scrapers in {args.procs} process(es): {scraped:.1f} ({scraped / alone * 100:.0f} % of alone; "
         f"{answered / duration:.0f} scrapes/s answered)"
     )
     return 0

@@ -323,6 +323,8 @@ class _MetricsServer:
         min_interval: float = 1.0,
         cpu_share: float = 0.1,
     ) -> None:
+        if not 0 < cpu_share <= 1 or idle_timeout <= 0 or max_connections < 1 or min_interval < 0:
+            raise ValueError("cpu_share in (0, 1], idle_timeout > 0, max_connections >= 1, min_interval >= 0")
         family = socket.AF_INET6 if ":" in addr else socket.AF_INET
         self._sock = socket.create_server((addr, port), family=family, backlog=128)
         self._sock.setblocking(False)
