@@ -59,17 +59,20 @@ def kill_pid(pid: int) -> None:
         pass
 
 
+def is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # a zombie (dead, not yet reaped by its new parent) is dead
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return not is_zombie(pid)  # dead, not yet reaped by its (new) parent
 
 
 # --- item 4: a forked child never keeps a dead holder's lock ----------------------------
@@ -108,19 +111,29 @@ FORKING_HOLDER = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("reaped", [True, False], ids=["reaped", "zombie"])
 @pytest.mark.parametrize("how", ["multiprocessing", "libc-fork"])
-async def test_sigkilled_holder_with_a_forked_child_never_blocks(tmp_path: Path, how: str) -> None:
+async def test_sigkilled_holder_with_a_forked_child_never_blocks(
+    tmp_path: Path, how: str, reaped: bool
+) -> None:
     """The holder forks a worker (which inherits the locked descriptor) and is SIGKILLed while
     the worker lives on. The next acquirer gets the lock at once (not after timing out on
     "pid=N (dead)") and reports a dead_pid reclaim. With os.fork the inherited descriptor is
-    closed in the child at fork; with a raw fork the waiter breaks the lock of the dead holder."""
+    closed in the child at fork; with a raw fork the waiter breaks the lock of the dead holder,
+    also while the dead holder is a zombie its parent has not reaped yet (it answers kill 0)."""
     path = tmp_path / "s.jsonl"
     holder, (child,) = start([sys.executable, "-c", FORKING_HOLDER, str(path), how])
     child_pid = int(child)
     lock_inode = os.stat(f"{path}.lock").st_ino
     try:
         holder.kill()
-        holder.wait(timeout=10)
+        if reaped:
+            holder.wait(timeout=10)
+        else:
+            deadline = time.monotonic() + 10
+            while not is_zombie(holder.pid) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert is_zombie(holder.pid)
         assert alive(child_pid), "the forked child must outlive the holder for this test"
         reclaims = Reclaims()
         t0 = time.monotonic()

@@ -154,20 +154,31 @@ class SessionLockLostError(SessionTakeoverError):
     """
 
 
-def process_start_time(pid: int) -> int | None:
-    """The start time of *pid* in clock ticks since boot (Linux ``/proc``), or None."""
+def _proc_stat(pid: int) -> tuple[bytes, int] | None:
+    """The state letter and the start time (clock ticks since boot) of *pid*, from Linux
+    ``/proc``, or None."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
         # The command name may hold spaces and parentheses: split after the last ')'.
         fields = data[data.rindex(b")") + 2 :].split()
-        return int(fields[19])
+        return fields[0], int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
 
 
+def process_start_time(pid: int) -> int | None:
+    """The start time of *pid* in clock ticks since boot (Linux ``/proc``), or None."""
+    found = _proc_stat(pid)
+    return found[1] if found is not None else None
+
+
 def pid_alive(pid: int, start_time: int | None = None) -> bool:
-    """Whether *pid* runs, and (when *start_time* is given) is the same process."""
+    """Whether *pid* runs, and (when *start_time* is given) is the same process.
+
+    A zombie (exited, not yet reaped by its parent) does not run: it answers ``kill(pid, 0)``
+    but has closed every descriptor, so it is dead here.
+    """
     if pid <= 0:
         return False
     try:
@@ -178,9 +189,12 @@ def pid_alive(pid: int, start_time: int | None = None) -> bool:
         pass
     except OSError:
         return False
-    if start_time is not None:
-        current = process_start_time(pid)
-        if current is not None and current != start_time:
+    found = _proc_stat(pid)
+    if found is not None:
+        state, current = found
+        if state in (b"Z", b"X"):
+            return False
+        if start_time is not None and current != start_time:
             return False
     return True
 
