@@ -223,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     dash = sub.add_parser("dashboards", help="write or check the generated Grafana dashboards and rules")
     dash.add_argument("--check", action="store_true", help="exit 1 when the committed files are stale")
     dash.add_argument("--out", type=Path, default=None, help="output directory (default: ./dashboards)")
+    dash.add_argument(
+        "--runbook-base",
+        default=None,
+        help="prefix of each alert's runbook_url, the lower-cased alert name appended (default: the "
+        "repository's docs/runbooks.md#); use it to point generated rules at your own copy",
+    )
     return parser
 
 
@@ -428,7 +434,8 @@ def _dashboards(args: argparse.Namespace) -> int:
     except ImportError as exc:  # pragma: no cover
         print(f"model-fallback dashboards: unavailable: {exc}", file=sys.stderr)
         return 1
-    result: int = dashboards_main(check=args.check, out=args.out)
+    kwargs = {} if args.runbook_base is None else {"runbook_base": args.runbook_base}
+    result: int = dashboards_main(check=args.check, out=args.out, **kwargs)
     return result
 
 
