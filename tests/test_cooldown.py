@@ -1,13 +1,21 @@
-"""CooldownTracker: reasons, Retry-After, exponential default, injectable clock."""
+"""CooldownTracker: reasons, Retry-After, exponential default, injectable clock, the store
+protocol (wall-clock entries, shared probe claims, store errors)."""
 
 from __future__ import annotations
 
 import email.utils
+import time
 
 import pytest
 
 from model_fallback import Candidate, CooldownTracker, FailoverReason
-from model_fallback.cooldown import retry_after_seconds
+from model_fallback.cooldown import (
+    STORE_COMPONENT,
+    InMemoryCooldownStore,
+    count_store_error,
+    retry_after_seconds,
+)
+from model_fallback.events import telemetry_errors
 
 C = Candidate("openai", "gpt-4o")
 
@@ -146,3 +154,90 @@ def test_malformed_reset_values_are_ignored() -> None:
     """Garbage in a reset header gives no cooldown length (the exponential default applies)."""
     for value in ("soon", "-5s", "1x", "", "nan", "9" * 400):
         assert retry_after_seconds(_http_error({"x-ratelimit-reset-requests": value})) is None
+
+
+# --- the store protocol: wall-clock entries (shared stores cross processes) ----------------
+
+
+def test_entries_carry_wall_clock_expiry() -> None:
+    """The default tracker writes until_wall in epoch seconds (time.time), not monotonic time."""
+    store = InMemoryCooldownStore()
+    cd = CooldownTracker(store=store)
+    e = Exception()
+    e.retry_after = 30  # type: ignore[attr-defined]
+    before = time.time()
+    cd.record_failure(C, FailoverReason.RATE_LIMIT, e)
+    entry = store.get("openai/gpt-4o")
+    assert entry is not None
+    assert before + 30 <= entry.until_wall <= time.time() + 30
+    assert entry.reason is FailoverReason.RATE_LIMIT and entry.streak == 1
+    assert cd.wall_clock is time.time
+
+
+def test_two_trackers_with_unrelated_monotonic_clocks_agree_through_a_store() -> None:
+    """Two 'processes' whose monotonic clocks differ by hours share one store: the wall-clock
+    entry one writes means the same to the other (a monotonic `until` would not)."""
+    wall = [1_700_000_000.0]
+    store = InMemoryCooldownStore()
+    a = CooldownTracker(store=store, clock=lambda: 5.0, wall_clock=lambda: wall[0])
+    b = CooldownTracker(store=store, clock=lambda: 86_400.0, wall_clock=lambda: wall[0])
+    assert a.record_failure(C, FailoverReason.OVERLOADED) == 1.0
+    assert b.is_cooling(C) and b.remaining(C) == pytest.approx(1.0)
+    assert b.record_failure(C, FailoverReason.OVERLOADED) == 2.0  # the streak is shared too
+    wall[0] += 2.5
+    assert not a.is_cooling(C) and b.entry(C) is None
+
+
+def test_an_injected_clock_drives_the_wall_time() -> None:
+    """A fake clock (tests, the simulator) moves the tracker's wall time with it."""
+    cd, clock = make()
+    start = cd.wall_clock()
+    clock[0] += 10
+    assert cd.wall_clock() - start == pytest.approx(10.0)
+    assert abs(start - time.time()) < 5
+
+
+class _SharingStore(InMemoryCooldownStore):
+    """A store that shares probe claims, as a Redis store does between processes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims: dict[str, float] = {}
+        self.released: list[str] = []
+
+    def claim_probe(self, key: str, until_wall: float) -> bool:
+        if self.claims.get(key) == until_wall:
+            return False
+        self.claims[key] = until_wall
+        return True
+
+    def release_probe(self, key: str) -> None:
+        self.released.append(key)
+        self.claims.pop(key, None)
+
+
+def test_a_store_may_share_probe_claims() -> None:
+    """claim_probe/release_probe of the store are used when it has them: two trackers on one
+    store make one probe per cooldown between them, and a released probe can be claimed again."""
+    store = _SharingStore()
+    a, b = CooldownTracker(store=store), CooldownTracker(store=store)
+    a.record_failure(C, FailoverReason.RATE_LIMIT)
+    assert a.claim_probe(C) is True
+    assert b.claim_probe(C) is False
+    assert a.claim_probe(C) is False
+    a.release_probe(C)
+    assert store.released == ["openai/gpt-4o"]
+    assert b.claim_probe(C) is True
+    b.release_probe(C)
+    b.release_probe(C)  # nothing claimed any more: the store is not told twice
+    assert store.released == ["openai/gpt-4o", "openai/gpt-4o"]
+
+
+def test_store_errors_are_counted_per_component() -> None:
+    """count_store_error adds to telemetry_errors()['cooldown_store']."""
+    before = telemetry_errors().get(STORE_COMPONENT, 0)
+    count_store_error()
+    count_store_error(2)
+    count_store_error(0)
+    assert telemetry_errors()[STORE_COMPONENT] == before + 3
+    assert STORE_COMPONENT == "cooldown_store"

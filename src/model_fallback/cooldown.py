@@ -10,8 +10,17 @@ consecutive failure, from ``base_s`` to ``max_s`` for the reason. A success clea
 cancellations never start a cooldown (the driver never calls :meth:`CooldownTracker.record_failure`
 for them).
 
-State lives in a :class:`CooldownStore`; the default is in memory. Time comes from an
-injectable monotonic clock.
+State lives in a :class:`CooldownStore`; the default is in memory,
+:class:`model_fallback.redis.RedisCooldownStore` shares it between processes and hosts.
+Entries carry their end as **wall-clock** time (epoch seconds, ``until_wall``): a monotonic
+reading means nothing in another process, let alone on another host. The tracker reads the
+time from ``time.time`` by default; inject a clock (``clock=``, e.g. a fake or simulated one)
+and its wall time follows that clock instead (anchored once to the real wall clock), so tests
+and simulations drive cooldowns entirely.
+
+Shared stores report their own failures (Redis down, a write refused) with
+:func:`count_store_error`, into the per-component counter of
+:func:`model_fallback.events.telemetry_errors` (component ``cooldown_store``).
 """
 
 from __future__ import annotations
@@ -26,16 +35,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from model_fallback import events as _events
 from model_fallback._model import Candidate, FailoverReason
 
 __all__ = [
     "COOLDOWN_REASONS",
+    "STORE_COMPONENT",
     "CooldownEntry",
     "CooldownStore",
     "CooldownTracker",
     "InMemoryCooldownStore",
+    "count_store_error",
     "retry_after_seconds",
 ]
+
+#: The ``component`` label under which cooldown-store failures are counted.
+STORE_COMPONENT = "cooldown_store"
 
 R = FailoverReason
 
@@ -59,18 +74,30 @@ class CooldownEntry:
     """One candidate's cooldown.
 
     Attributes:
-        until: monotonic time at which it ends.
+        until_wall: wall-clock time (epoch seconds, as ``time.time()``) at which it ends;
+            wall-clock so that every process and host sharing a store reads it the same.
         reason: the failure that started it.
         streak: consecutive cooldown-worthy failures so far.
     """
 
-    until: float
+    until_wall: float
     reason: FailoverReason
     streak: int
 
 
 class CooldownStore(Protocol):
-    """Where cooldown state lives; implement it to share cooldowns between processes."""
+    """Where cooldown state lives; implement it to share cooldowns between processes.
+
+    Keys are ``"provider/model"``. The tracker calls these methods synchronously on the
+    driver's path, once or twice per candidate of every run: a shared store answers
+    :meth:`get` from a local copy and writes through in the background, never making the
+    run wait on the network. An entry may stay after its ``until_wall`` has passed (it keeps
+    the failure streak; the tracker treats it as not cooling).
+
+    A store may also share the one probe of a cooldown between processes by defining
+    ``claim_probe(key, until_wall) -> bool`` (False: another process already probes this
+    very cooldown) and ``release_probe(key) -> None``; the tracker uses them when present.
+    """
 
     def get(self, key: str) -> CooldownEntry | None:
         """The entry for *key*, or None."""
@@ -80,6 +107,21 @@ class CooldownStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Forget *key* (no error when absent)."""
+
+
+def count_store_error(n: int = 1) -> None:
+    """Count *n* failures of a shared cooldown store (Redis unreachable, a write refused).
+
+    They go into the process-wide per-component counter that
+    :func:`model_fallback.events.telemetry_errors` reports, under
+    :data:`STORE_COMPONENT`; a store never raises them into a run.
+    """
+    if n <= 0:
+        return
+    # The same counter and guard ObserverSet uses for observer failures: one per-component
+    # tally of "telemetry that failed without failing a run".
+    with _events._counts_guard:
+        _events._errors[STORE_COMPONENT] = _events._errors.get(STORE_COMPONENT, 0) + n
 
 
 class InMemoryCooldownStore:
@@ -321,8 +363,14 @@ class CooldownTracker:
     """Cooldowns per candidate, shared by every run that is given this tracker.
 
     Args:
-        store: where state lives (default: in memory).
-        clock: monotonic clock in seconds (inject a fake one in tests).
+        store: where state lives (default: in memory; a
+            :class:`~model_fallback.redis.RedisCooldownStore` shares it between processes).
+        clock: a clock in seconds. Left at ``time.monotonic`` the tracker reads wall time
+            from ``time.time``; any other clock (a fake one in tests, a simulated one) drives
+            the tracker's wall time instead: ``wall = offset + clock()``, the offset taken once
+            at construction.
+        wall_clock: the wall clock (epoch seconds) entries are written and compared with;
+            overrides what ``clock`` implies. Every process sharing a store must agree on it.
         defaults: per-reason ``(base_s, max_s)`` of the exponential default.
         max_retry_after_s: upper bound applied to a provider's ``Retry-After``.
     """
@@ -332,6 +380,7 @@ class CooldownTracker:
         *,
         store: CooldownStore | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] | None = None,
         defaults: Mapping[FailoverReason, tuple[float, float]] | None = None,
         max_retry_after_s: float = 3600.0,
     ) -> None:
@@ -339,6 +388,17 @@ class CooldownTracker:
             raise ValueError("max_retry_after_s must be positive")
         self._store: CooldownStore = store if store is not None else InMemoryCooldownStore()
         self._clock = clock
+        if wall_clock is not None:
+            self._wall: Callable[[], float] = wall_clock
+        elif clock is time.monotonic:
+            self._wall = time.time
+        else:
+            offset = time.time() - clock()
+
+            def anchored() -> float:
+                return offset + clock()
+
+            self._wall = anchored
         self._defaults = dict(_DEFAULTS)
         if defaults:
             for reason, (base, cap) in defaults.items():
@@ -346,27 +406,40 @@ class CooldownTracker:
                     raise ValueError(f"cooldown default for {reason}: need 0 <= base <= max")
                 self._defaults[FailoverReason(reason)] = (float(base), float(cap))
         self._max_retry_after = float(max_retry_after_s)
-        # key -> the `until` of the cooldown whose one probe has been claimed
+        # key -> the `until_wall` of the cooldown whose one probe has been claimed
         self._probes: dict[str, float] = {}
         self._probe_lock = threading.Lock()
+        # A shared store may share probe claims between processes too (optional protocol).
+        self._shared_claim: Callable[[str, float], bool] | None = getattr(self._store, "claim_probe", None)
+        self._shared_release: Callable[[str], None] | None = getattr(self._store, "release_probe", None)
 
     @property
     def clock(self) -> Callable[[], float]:
         """The clock in use."""
         return self._clock
 
+    @property
+    def wall_clock(self) -> Callable[[], float]:
+        """The wall clock entries are written and compared with (epoch seconds)."""
+        return self._wall
+
+    @property
+    def store(self) -> CooldownStore:
+        """Where the state lives."""
+        return self._store
+
     def remaining(self, candidate: Candidate) -> float:
         """Seconds left on *candidate*'s cooldown (0 when not cooling down)."""
         entry = self._store.get(_key(candidate))
         if entry is None:
             return 0.0
-        left = entry.until - self._clock()
+        left = entry.until_wall - self._wall()
         return left if left > 0 else 0.0
 
     def entry(self, candidate: Candidate) -> CooldownEntry | None:
         """The current entry, if *candidate* is cooling down now."""
         entry = self._store.get(_key(candidate))
-        if entry is None or entry.until <= self._clock():
+        if entry is None or entry.until_wall <= self._wall():
             return None
         return entry
 
@@ -384,13 +457,14 @@ class CooldownTracker:
         key = _key(candidate)
         previous = self._store.get(key)
         streak = (previous.streak + 1) if previous is not None else 1
+        # An HTTP-date Retry-After is read against the real wall clock (it came from one).
         retry_after = retry_after_seconds(error) if error is not None else None
         if retry_after is not None:
             length = min(retry_after, self._max_retry_after)
         else:
             base, cap = self._defaults[reason]
             length = min(cap, base * (2 ** min(streak - 1, 32)))
-        self._store.set(key, CooldownEntry(self._clock() + length, reason, streak))
+        self._store.set(key, CooldownEntry(self._wall() + length, reason, streak))
         return length
 
     def claim_probe(self, candidate: Candidate) -> bool:
@@ -398,7 +472,9 @@ class CooldownTracker:
 
         The driver probes a cooling candidate only when every remaining one cools down
         too; with many concurrent runs, only the run that claims the probe calls the
-        provider (one probe per tracker per cooldown, not one per run). A probe that ends
+        provider (one probe per tracker per cooldown, not one per run; with a store that
+        shares probe claims, such as the Redis one, one per cooldown across the processes
+        that learned of the claim). A probe that ends
         with a verdict keeps its claim (a failure starts a new cooldown with a new probe;
         a success clears the cooldown); one that ends without a verdict (cancelled, a
         coordination abort, a caller error) gives it back with :meth:`release_probe`.
@@ -408,17 +484,23 @@ class CooldownTracker:
             return True
         key = _key(candidate)
         with self._probe_lock:
-            if self._probes.get(key) == entry.until:
+            if self._probes.get(key) == entry.until_wall:
+                return False
+            shared = self._shared_claim
+            if shared is not None and not shared(key, entry.until_wall):
                 return False
             if len(self._probes) >= 4096:
                 self._probes.clear()
-            self._probes[key] = entry.until
+            self._probes[key] = entry.until_wall
         return True
 
     def release_probe(self, candidate: Candidate) -> None:
         """Give back a claimed probe that ended without a verdict."""
+        key = _key(candidate)
         with self._probe_lock:
-            self._probes.pop(_key(candidate), None)
+            claimed = self._probes.pop(key, None)
+        if claimed is not None and self._shared_release is not None:
+            self._shared_release(key)
 
     def record_success(self, candidate: Candidate) -> None:
         """A success clears the cooldown and the failure streak."""
