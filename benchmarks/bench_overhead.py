@@ -34,7 +34,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CollectorRegistry
 
 import model_fallback as mf
-from model_fallback import metrics_spec as spec
+from model_fallback import telemetry_spec as spec
 from model_fallback.events import ObserverSet
 from model_fallback.otel import OTelObserver
 from model_fallback.prometheus import PrometheusObserver

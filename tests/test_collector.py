@@ -320,14 +320,14 @@ NAMING_PROBE_SERVICE = "model-fallback-naming-probe"
 
 
 def emit_naming_probe(meter_provider: Any) -> None:
-    """One measurement on every OTel instrument of metrics_spec, with every label key set.
+    """One measurement on every OTel instrument of telemetry_spec, with every label key set.
 
     Exported under its own service.name, so its series carry their own ``job`` label.
     """
-    from model_fallback import metrics_spec
+    from model_fallback import telemetry_spec
 
     meter = meter_provider.get_meter("model_fallback", "test")
-    for spec in (*metrics_spec.METRICS, metrics_spec.GENAI_OPERATION_DURATION):
+    for spec in (*telemetry_spec.METRICS, telemetry_spec.GENAI_OPERATION_DURATION):
         labels = dict.fromkeys(spec.labels, "probe")
         if spec.kind == "counter":
             meter.create_counter(spec.otel, unit=spec.unit, description=spec.description).add(1, labels)
@@ -523,8 +523,8 @@ def test_prometheus_endpoint_has_library_series_with_design_names(stack: Stack) 
 
 
 def test_every_spec_metric_gets_its_prometheus_name_and_labels(stack: Stack) -> None:
-    """metrics_spec's OTel instruments come out of the collector under DESIGN §6's names."""
-    from model_fallback import metrics_spec
+    """telemetry_spec's OTel instruments come out of the collector under DESIGN §6's names."""
+    from model_fallback import telemetry_spec
 
     families = _parse(stack.scrape)
     seen: dict[str, set[str]] = {}
@@ -536,8 +536,8 @@ def test_every_spec_metric_gets_its_prometheus_name_and_labels(stack: Stack) -> 
             if family.type == "histogram":
                 name = family.name  # the base of _bucket/_sum/_count
             seen.setdefault(name, set()).update(set(sample.labels) - {"job", "instance", "le"})
-    specs = (*metrics_spec.METRICS, metrics_spec.GENAI_OPERATION_DURATION)
-    assert {spec.prometheus for spec in metrics_spec.METRICS} == DESIGN_SERIES
+    specs = (*telemetry_spec.METRICS, telemetry_spec.GENAI_OPERATION_DURATION)
+    assert {spec.prometheus for spec in telemetry_spec.METRICS} == DESIGN_SERIES
     assert set(seen) == {spec.prometheus for spec in specs}
     for spec in specs:
         assert seen[spec.prometheus] == {key.replace(".", "_") for key in spec.labels}, spec.prometheus

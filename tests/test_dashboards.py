@@ -1,4 +1,4 @@
-"""Generated dashboards and rules: fresh, linted, and built only from metrics_spec names."""
+"""Generated dashboards and rules: fresh, linted, and built only from telemetry_spec names."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from model_fallback import dashboards
-from model_fallback import metrics_spec as spec
+from model_fallback import telemetry_spec as spec
 
 from .conftest import ROOT, require_tool
 
@@ -115,7 +115,7 @@ def test_panel_lint(dashboard: str, panel: dict[str, Any]) -> None:
         for rng in re.findall(r"\[([^\]]+)\]", expr):
             assert rng == "$__rate_interval", f"range [{rng}] must be $__rate_interval: {expr}"
         for name in re.findall(r"\b(model_fallback_[a-z_]+)\b", expr):
-            assert name in COUNTER_LIKE, f"{name} is not in metrics_spec"
+            assert name in COUNTER_LIKE, f"{name} is not in telemetry_spec"
         assert not counter_misuse(expr), f"counters outside rate(): {counter_misuse(expr)} in {expr}"
         for selector in re.findall(r"model_fallback_[a-z_]+(\{[^}]*\})", expr):
             assert 'job=~"$job"' in selector and 'instance=~"$instance"' in selector, expr

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from model_fallback import metrics_spec as spec
+from model_fallback import telemetry_spec as spec
 
 from .conftest import ROOT, require_tool
 from .test_telemetry import _Receiver

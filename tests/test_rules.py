@@ -82,7 +82,7 @@ def test_absolute_runbook_links_for_a_deployment(tmp_path: Path) -> None:
     """`--runbook-base` writes rules whose runbook_url is absolute; promtool accepts them."""
     base = "https://docs.example.com/model-fallback/README.md#runbook-"
     proc = subprocess.run(
-        [sys.executable, "-m", "model_fallback.dashboards", "--out", str(tmp_path),
+        [sys.executable, "-m", "model_fallback.ops", "--out", str(tmp_path),
          "--runbook-base", base],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip

@@ -29,7 +29,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 import model_fallback as mf
 from model_fallback import events as ev
-from model_fallback import metrics_spec as spec
+from model_fallback import telemetry_spec as spec
 from model_fallback._redact import redact
 from model_fallback.otel import OTelObserver
 from model_fallback.prometheus import PrometheusObserver

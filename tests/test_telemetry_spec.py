@@ -1,4 +1,4 @@
-"""metrics_spec against the contract: DESIGN §6 is parsed, not copied, so neither can drift."""
+"""telemetry_spec against the contract: DESIGN §6 is parsed, not copied, so neither can drift."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from model_fallback import FailoverReason, Outcome
-from model_fallback import metrics_spec as spec
+from model_fallback import telemetry_spec as spec
 from model_fallback.events import RunOutcome
 
 
@@ -26,7 +26,7 @@ def telemetry_contract(contract_dir: Path) -> str:
 
 
 def test_every_series_of_the_contract_with_its_type_and_labels(telemetry_contract: str) -> None:
-    """The §6 table and metrics_spec list the same series, types and label keys, in order."""
+    """The §6 table and telemetry_spec list the same series, types and label keys, in order."""
     rows = re.findall(
         r"^\| `(model_fallback_\w+)` \| (counter|histogram) \| ([^|]*)\|", telemetry_contract, re.M
     )
@@ -70,19 +70,10 @@ def test_span_names_attributes_and_vocabulary(telemetry_contract: str) -> None:
         assert list(m.buckets) == sorted(set(m.buckets)) and (m.kind == "histogram") == bool(m.buckets), m
 
 
-def test_lookup_by_series_name() -> None:
-    """by_name resolves counters and histogram sample names, and rejects unknown ones."""
-    assert spec.by_name("model_fallback_attempts_total") is spec.ATTEMPTS
-    assert spec.by_name("model_fallback_attempt_duration_seconds_bucket") is spec.ATTEMPT_DURATION
-    assert spec.by_name("model_fallback_fallback_depth_count") is spec.FALLBACK_DEPTH
-    with pytest.raises(KeyError):
-        spec.by_name("model_fallback_attempts_total_bucket")
-
-
 def test_stdlib_only() -> None:
     """Importing the spec loads neither OpenTelemetry nor prometheus_client (dashboards/rules read it)."""
     code = (
-        "import sys, model_fallback.metrics_spec, model_fallback._redact\n"
+        "import sys, model_fallback.telemetry_spec, model_fallback._redact\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('opentelemetry', 'prometheus_client'))\n"
         "print(bad)\n"
     )

@@ -430,7 +430,7 @@ async def _progress(stats: Any, config: Any) -> None:
 
 def _dashboards(args: argparse.Namespace) -> int:
     try:
-        from model_fallback.dashboards import main as dashboards_main
+        from model_fallback.ops import main as dashboards_main
     except ImportError as exc:  # pragma: no cover
         print(f"model-fallback dashboards: unavailable: {exc}", file=sys.stderr)
         return 1

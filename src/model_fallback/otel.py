@@ -16,7 +16,7 @@ exporters and providers (inject them, or let the global ones apply). Per run:
 * skipped candidates are events on the run span; session lock acquisitions and fence
   verifications are INTERNAL spans (a takeover or lock timeout is an ERROR there).
 
-Metrics go through the meter with the names of :mod:`model_fallback.metrics_spec`, which
+Metrics go through the meter with the names of :mod:`model_fallback.telemetry_spec`, which
 translate to the same Prometheus series as :class:`~model_fallback.prometheus.PrometheusObserver`,
 plus ``gen_ai.client.operation.duration`` per attempt. Error text is redacted and capped.
 """
@@ -30,7 +30,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from model_fallback import metrics_spec as spec
+from model_fallback import telemetry_spec as spec
 from model_fallback._model import Candidate, FailoverReason, Outcome
 from model_fallback._redact import cap_label, redact
 from model_fallback.events import (

@@ -1,7 +1,7 @@
 """Prometheus metrics for model-fallback (``pip install 'model-fallback[prometheus]'``).
 
 :class:`PrometheusObserver` turns driver and session events into the series of
-:mod:`model_fallback.metrics_spec` on a ``prometheus_client`` registry. Attempts that ended
+:mod:`model_fallback.telemetry_spec` on a ``prometheus_client`` registry. Attempts that ended
 in a coordination abort are counted with ``outcome="coordination_abort"`` and the kind as
 ``reason`` — never as a provider failure — so per-model failure rates stay true.
 
@@ -34,7 +34,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.samples import Exemplar
 
-from model_fallback import metrics_spec as spec
+from model_fallback import telemetry_spec as spec
 from model_fallback._model import Candidate, FailoverReason, Outcome
 from model_fallback._redact import cap_label
 from model_fallback.events import (

@@ -32,7 +32,6 @@ __all__ = [
     "SPAN_LOCK_ACQUIRE",
     "SPAN_RUN",
     "MetricSpec",
-    "by_name",
 ]
 
 NAMESPACE = "model_fallback"
@@ -228,20 +227,6 @@ GENAI_OPERATION_DURATION = MetricSpec(
 )
 
 
-def by_name(prometheus_name: str) -> MetricSpec:
-    """The spec of a Prometheus series name (``_bucket``/``_sum``/``_count`` allowed)."""
-    for suffix in ("_bucket", "_sum", "_count"):
-        if prometheus_name.endswith(suffix):
-            base = prometheus_name.removesuffix(suffix)
-            for m in METRICS:
-                if m.kind == "histogram" and m.prometheus == base:
-                    return m
-    for m in METRICS:
-        if m.prometheus == prometheus_name:
-            return m
-    raise KeyError(prometheus_name)
-
-
 # --- spans ---------------------------------------------------------------------------
 
 SPAN_RUN = "model_fallback.run"
@@ -275,7 +260,6 @@ class ATTRIBUTES:
     UNTRIED = "model_fallback.coordination.untried"
     PROBE = "model_fallback.attempt.cooldown_probe"
     ERROR_STATUS = "model_fallback.error.status"
-    ERROR_MESSAGE = "model_fallback.error.message"
     SESSION_PATH = "model_fallback.session.path"
     LOCK_WAITED = "model_fallback.session.lock_waited_s"
     LOCK_OWNER_PID = "model_fallback.session.lock_owner_pid"

@@ -1,4 +1,4 @@
-"""``python -m model_fallback.dashboards [--check] [--out DIR] [--runbook-base URL]``.
+"""``python -m model_fallback.ops [--check] [--out DIR] [--runbook-base URL]``.
 
 Writes (or, with ``--check``, verifies) the generated Grafana dashboards and Prometheus rules.
 ``--runbook-base`` makes the alerts' ``runbook_url`` absolute for a deployment, e.g.
@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from model_fallback.dashboards import RUNBOOK_BASE, main
+from model_fallback.ops import RUNBOOK_BASE, main
 
-parser = argparse.ArgumentParser(prog="python -m model_fallback.dashboards", description=__doc__)
+parser = argparse.ArgumentParser(prog="python -m model_fallback.ops", description=__doc__)
 parser.add_argument("--check", action="store_true", help="exit 1 when the committed files are stale")
 parser.add_argument("--out", type=Path, default=None, help="output directory (default: ./dashboards)")
 parser.add_argument(
