@@ -7,7 +7,8 @@
   :meth:`SessionFile.locked` to hold it across operations and release it for a prompt
   (:meth:`HeldSession.released_for_prompt`), verifying on return that nobody else changed
   the file (else :class:`~model_fallback.SessionTakeoverError`).
-* :func:`run_embedded_turn` — one agent turn composed of all of it and the fallback driver.
+* :func:`run_embedded_turn` — one agent turn composed of all of it and the fallback driver;
+  :func:`stream_embedded_turn`, its streaming form (the fence verified when the stream ends).
 
 A local OS error in any of it (disk full, directory gone, read-only filesystem, no descriptors
 left, a symlink or FIFO at a session path) raises :class:`~model_fallback.SessionIOError`,
@@ -25,7 +26,7 @@ from model_fallback.session._lock import (
     SessionWriteLock,
     pid_alive,
 )
-from model_fallback.session._turn import run_embedded_turn
+from model_fallback.session._turn import run_embedded_turn, stream_embedded_turn
 
 __all__ = [
     "Fingerprint",
@@ -39,4 +40,5 @@ __all__ = [
     "fingerprint",
     "pid_alive",
     "run_embedded_turn",
+    "stream_embedded_turn",
 ]
