@@ -53,7 +53,7 @@ CALLED = 'outcome=~"success|provider_failure|aborted"'
 # prometheus_client writes le="0.0", the Collector le="0": match both.
 LE_ZERO = 'le=~"0|0\\\\.0"'
 DS = {"type": "prometheus", "uid": "${datasource}"}
-RUNBOOK_BASE = "README.md#runbook-"
+RUNBOOK_BASE = "docs/runbooks.md#"
 """Default prefix of every alert's ``runbook_url`` (the alert name, lower-cased, is appended).
 
 Relative, because only the deployer knows where the README is hosted: pass ``runbook_base``
