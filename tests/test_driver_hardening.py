@@ -208,3 +208,21 @@ async def test_a_probe_that_ends_without_a_verdict_frees_the_slot() -> None:
 
     assert (await mf.run_with_model_fallback(fast, CHAIN, cooldowns=cooldowns)).value == "ok"
     assert calls == ["openai/gpt-4o", "openai/gpt-4o"]
+
+
+async def test_the_members_of_all_candidates_failed_are_redacted() -> None:
+    """Each member FailoverError's message (printed in tracebacks of the group) has the key
+    redacted; the provider's original error stays attached, unchanged, as __cause__."""
+    key = "sk-proj-" + "Zx81kQ2mN7vB4cT9rW3yH6jL0pF5sD1a"
+
+    async def run(c: Candidate) -> str:
+        e = Exception(f"Incorrect API key provided: {key}")
+        e.status = 401  # type: ignore[attr-defined]
+        raise e
+
+    with pytest.raises(mf.AllCandidatesFailedError) as info:
+        await mf.run_with_model_fallback(run, CHAIN)
+    for member in info.value.exceptions:
+        assert key not in str(member) and key[:16] not in member.message
+        assert key in str(member.__cause__)
+    assert key not in str(info.value)

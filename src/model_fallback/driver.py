@@ -42,6 +42,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import anyio
 
 from model_fallback._model import Attempt, Candidate, FailoverReason, Outcome
+from model_fallback._redact import redact
 from model_fallback.classify import analyze
 from model_fallback.cooldown import COOLDOWN_REASONS, CooldownTracker
 from model_fallback.errors import AllCandidatesFailedError, FailoverError, describe_error
@@ -506,9 +507,11 @@ def _failures(attempts: list[Attempt]) -> list[FailoverError]:
     failures = []
     for a in attempts:
         if a.outcome is Outcome.PROVIDER_FAILURE and a.error is not None:
+            # What applications log: redacted like every text that leaves the library (the
+            # original stays attached, unchanged, as __cause__).
             f = FailoverError(
-                describe_error(a.error), reason=a.reason or FailoverReason.UNKNOWN, candidate=a.candidate,
-                status=a.status, code=a.code,
+                redact(describe_error(a.error), limit=2000), reason=a.reason or FailoverReason.UNKNOWN,
+                candidate=a.candidate, status=a.status, code=a.code,
             )  # fmt: skip
             f.__cause__ = a.error
             failures.append(f)
