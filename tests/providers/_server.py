@@ -12,6 +12,11 @@ Other behaviours, for connection-level failures:
 * :func:`closed_port` returns a port nothing listens on (connection refused).
 * :class:`TLSServer` speaks TLS with a self-signed certificate generated at test time.
 
+Streamed answers (:class:`Streamed`, registered like an :class:`Answer`) send server-sent
+events step by step over a chunked body: bytes, pauses (which watch for the client going
+away), or a cut of the connection in the middle of the body. How each stream ended
+(``completed``, ``cut``, ``client_disconnected``) is recorded per key.
+
 Only 127.0.0.1 is ever bound. Servers run in daemon threads and are shut down by the
 fixtures in ``conftest.py``.
 """
@@ -21,18 +26,24 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import itertools
+import json
+import select
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 __all__ = [
+    "CUT",
     "Answer",
+    "ByModel",
     "ProviderServer",
     "RecordedRequest",
     "SilentServer",
+    "Streamed",
     "TLSServer",
     "closed_port",
     "make_self_signed_cert",
@@ -49,6 +60,41 @@ class Answer:
     content_type: str | None = "application/json"
 
 
+class _Cut:
+    """The step that closes the connection in the middle of a streamed body."""
+
+    def __repr__(self) -> str:
+        return "CUT"
+
+
+#: A :class:`Streamed` step: close the connection without ending the chunked body.
+CUT = _Cut()
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """A streamed answer: the status line and headers, then each step in turn.
+
+    A step is ``bytes`` (sent as one chunk of a chunked body, flushed at once), a ``float``
+    (a pause of that many seconds, cut short when the client goes away) or :data:`CUT`
+    (the connection is closed without the body's last chunk, as a dropped connection
+    would). After the last step the body ends normally.
+    """
+
+    steps: tuple[bytes | float | _Cut, ...]
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+    content_type: str = "text/event-stream"
+
+
+@dataclass(frozen=True)
+class ByModel:
+    """Answers chosen by the ``model`` field of the request's JSON body, so that one base URL
+    serves a whole chain of models (as one provider's endpoint does)."""
+
+    answers: dict[str, Answer | Streamed]
+
+
 @dataclass
 class RecordedRequest:
     """One request the server received."""
@@ -61,9 +107,11 @@ class RecordedRequest:
 
 @dataclass
 class _Registry:
-    answers: dict[str, Answer] = field(default_factory=dict)
+    answers: dict[str, Answer | Streamed | ByModel] = field(default_factory=dict)
     requests: dict[str, list[RecordedRequest]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stream_ends: dict[str, list[str]] = field(default_factory=dict)
+    ended: threading.Condition = field(default_factory=threading.Condition)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -85,8 +133,17 @@ class _Handler(BaseHTTPRequestHandler):
             reg.requests.setdefault(key, []).append(
                 RecordedRequest(self.command, self.path, dict(self.headers.items()), body)
             )
+        if isinstance(answer, ByModel):
+            try:
+                model = json.loads(body).get("model")
+            except (ValueError, AttributeError):
+                model = None
+            answer = answer.answers.get(model) if isinstance(model, str) else None
         if answer is None:
             answer = Answer(404, body=b'{"error": "no canned answer registered for this path"}')
+        if isinstance(answer, Streamed):
+            self._stream(key, answer)
+            return
         self.send_response(answer.status)
         sent = {name.lower() for name, _ in answer.headers}
         if answer.content_type and "content-type" not in sent:
@@ -98,6 +155,58 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(answer.body)
         self.wfile.flush()
+
+    def _stream(self, key: str, answer: Streamed) -> None:
+        ended = "completed"
+        try:
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.content_type)
+            self.send_header("Cache-Control", "no-cache")
+            for name, value in answer.headers:
+                self.send_header(name, value)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            for step in answer.steps:
+                if isinstance(step, _Cut):
+                    ended = "cut"
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    break
+                if isinstance(step, float | int):
+                    if self._client_left_within(float(step)):
+                        ended = "client_disconnected"
+                        self.close_connection = True
+                        break
+                    continue
+                if step:  # an empty chunk would end the body
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(step), step))
+                    self.wfile.flush()
+            else:
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+        except OSError:  # a write to a client that went away (broken pipe, reset)
+            ended = "client_disconnected"
+            self.close_connection = True
+        reg = self.registry
+        with reg.ended:
+            reg.stream_ends.setdefault(key, []).append(ended)
+            reg.ended.notify_all()
+
+    def _client_left_within(self, seconds: float) -> bool:
+        """Wait *seconds*; True as soon as the client closes its end of the connection."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], left)
+            if not readable:
+                continue
+            try:
+                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    return True
+            except (OSError, ValueError):  # reset; ValueError: a TLS socket refuses MSG_PEEK
+                return True
+            time.sleep(min(0.01, left))  # unexpected bytes from the client: not a disconnect
+        return False
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle  # noqa: N815 - http.server names
 
@@ -127,7 +236,7 @@ class ProviderServer:
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def register(self, answer: Answer, hint: str = "case") -> str:
+    def register(self, answer: Answer | Streamed | ByModel, hint: str = "case") -> str:
         """Register *answer* under a fresh key; return the base URL that serves it."""
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in hint)[:60]
         key = f"{safe}-{next(self._counter)}"
@@ -140,6 +249,15 @@ class ProviderServer:
         key = base_url.rstrip("/").rsplit("/c/", 1)[1].split("/", 1)[0]
         with self._registry.lock:
             return list(self._registry.requests.get(key, []))
+
+    def stream_ends(self, base_url: str, count: int = 1, timeout: float = 5.0) -> list[str]:
+        """How the streamed answers under the key of *base_url* ended (``completed``,
+        ``cut``, ``client_disconnected``), waiting up to *timeout* seconds for *count*."""
+        key = base_url.rstrip("/").rsplit("/c/", 1)[1].split("/", 1)[0]
+        reg = self._registry
+        with reg.ended:
+            reg.ended.wait_for(lambda: len(reg.stream_ends.get(key, [])) >= count, timeout)
+            return list(reg.stream_ends.get(key, []))
 
 
 class SilentServer:
