@@ -19,7 +19,14 @@ broken while it held it raises :class:`SessionLockLostError` (a takeover) before
 from __future__ import annotations
 
 from model_fallback.errors import SessionIOError
-from model_fallback.session._file import Fingerprint, HeldSession, SessionFile, Transcript, fingerprint
+from model_fallback.session._file import (
+    Fingerprint,
+    HeldSession,
+    SessionFile,
+    SessionLock,
+    Transcript,
+    fingerprint,
+)
 from model_fallback.session._lock import (
     SessionLockLostError,
     SessionLockPathError,
@@ -33,6 +40,7 @@ __all__ = [
     "HeldSession",
     "SessionFile",
     "SessionIOError",
+    "SessionLock",
     "SessionLockLostError",
     "SessionLockPathError",
     "SessionWriteLock",

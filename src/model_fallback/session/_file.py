@@ -12,7 +12,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
@@ -31,10 +32,43 @@ from model_fallback.session._lock import (
     session_io_error,
 )
 
-__all__ = ["Fingerprint", "HeldSession", "SessionFile", "Transcript", "fingerprint"]
+__all__ = ["Fingerprint", "HeldSession", "SessionFile", "SessionLock", "Transcript", "fingerprint"]
 
 _log = logging.getLogger("model_fallback.session")
 T = TypeVar("T")
+
+
+class SessionLock(Protocol):
+    """What :class:`SessionFile` needs from its lock: the interface of
+    :class:`SessionWriteLock`, which :class:`~model_fallback.redis.RedisSessionLock` also has.
+
+    A lock that was lost while held (broken by a waiter, its lease taken over) must make
+    :meth:`verify` and :meth:`fenced_write` raise :class:`SessionLockLostError`.
+    """
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now."""
+
+    async def acquire(self, *, reacquire: bool = False) -> None:
+        """Wait for the lock; ``SessionWriteLockTimeoutError`` past the timeout."""
+
+    def release(self) -> None:
+        """Release the lock (no-op when not held)."""
+
+    def verify(self) -> None:
+        """Raise :class:`SessionLockLostError` if the lock was lost while held."""
+
+    async def fenced_write(self, write: Callable[[], T]) -> T:
+        """Run *write* while the lock provably holds (else :class:`SessionLockLostError`)."""
+
+    async def __aenter__(self) -> Any:
+        """Acquire."""
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Any:
+        """Release."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +279,7 @@ def _read(path: Path) -> Transcript:
 
 
 class SessionFile:
-    """A JSONL session transcript guarded by a :class:`SessionWriteLock`.
+    """A JSONL session transcript guarded by a :class:`SessionWriteLock` (or another lock).
 
     Args:
         path: the transcript file.
@@ -253,6 +287,12 @@ class SessionFile:
         stale_after: passed to the lock (bounds a stuck live holder).
         fsync: fsync after every append (durability over speed).
         observers: telemetry observers (lock and fence events).
+        lock: a factory ``(path) -> lock`` giving a new lock object (a :class:`SessionLock`)
+            for each operation, instead of the default file lock; e.g.
+            ``RedisSessionLock.factory(client)`` for transcripts shared between hosts. The
+            lock's own settings (timeout, ttl, observers) are then the factory's: this
+            object's ``lock_timeout`` and ``stale_after`` do not apply to it. The prompt-release
+            fence and the takeover checks are the same whatever the lock.
     """
 
     def __init__(
@@ -263,17 +303,23 @@ class SessionFile:
         stale_after: float = 1800.0,
         fsync: bool = False,
         observers: ObserverSet | Sequence[Observer] = (),
+        lock: Callable[[Path], SessionLock] | None = None,
     ) -> None:
         self.path = Path(path)
         self.lock_timeout = lock_timeout
         self.stale_after = stale_after
         self.fsync = fsync
         self.observers = ObserverSet.of(observers)
+        if lock is not None and not callable(lock):
+            raise TypeError("lock must be a factory (path) -> lock, e.g. RedisSessionLock.factory(client)")
+        self._lock_factory = lock
         # Validate the numbers now (bad input fails before any work).
         SessionWriteLock(self.path, lock_timeout, stale_after)
 
-    def lock(self) -> SessionWriteLock:
+    def lock(self) -> SessionLock:
         """A new lock object for this transcript."""
+        if self._lock_factory is not None:
+            return self._lock_factory(self.path)
         return SessionWriteLock(self.path, self.lock_timeout, self.stale_after, observers=self.observers)
 
     async def append(self, entry: Mapping[str, Any]) -> None:
@@ -365,7 +411,7 @@ class HeldSession:
         if self._fence is not None:
             self._fence = fp
 
-    async def _fenced(self, lock: SessionWriteLock, write: Callable[[], T]) -> T:
+    async def _fenced(self, lock: SessionLock, write: Callable[[], T]) -> T:
         """*write* under *lock* (which must not have been broken); a broken lock poisons."""
         try:
             return await lock.fenced_write(write)
