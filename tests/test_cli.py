@@ -53,6 +53,10 @@ def simulate(*args: str, timeout: float = 120, **env: str) -> subprocess.Complet
         (["--concurrency", "0"], "must be at least 1"),
         (["--sessions", "2", "--concurrency", "4"], "must be at least --concurrency"),
         (["--metrics-port", "70000"], "between 0 and 65535"),
+        (["--stream", "--stream-share", "0.5"], "give one of them"),
+        (["--stream-share", "2"], "must be between 0 and 1"),
+        (["--interrupt-rate", "0.7", "--stall-rate", "0.6"], "add up to more than 1"),
+        (["--idle-timeout", "0"], "must be a positive number"),
     ],
 )
 def test_bad_options_exit_2_with_a_clear_message(args: list[str], message: str, tmp_path: Path) -> None:
@@ -141,13 +145,17 @@ def test_lock_storm_reports_both_kinds_and_the_naive_misattribution() -> None:
 
 
 @pytest.mark.slow
-def test_same_seed_same_outcomes(tmp_path: Path) -> None:
-    """Outcomes are planned per (seed, session, turn): two runs agree turn by turn."""
+@pytest.mark.parametrize(
+    "extra", [[], ["--stream", "--interrupt-rate", "0.1", "--stall-rate", "0.05"]], ids=["mixed", "streaming"]
+)
+def test_same_seed_same_outcomes(tmp_path: Path, extra: list[str]) -> None:
+    """Outcomes are planned per (seed, session, turn): two runs agree turn by turn, streaming
+    turns (and their interruptions, which leave no reply) included."""
     runs = []
     for i in range(2):
         d = tmp_path / f"run{i}"
         proc = simulate("--scenario", "mixed", "--duration", "4", "--json", "--metrics-port", "0",
-                        "--seed", "42", "--concurrency", "4", "--sessions", "8", "--dir", str(d))  # fmt: skip
+                        "--seed", "42", "--concurrency", "4", "--sessions", "8", "--dir", str(d), *extra)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         runs.append((d, _report(proc)))
     # Compare the transcripts of the turns both runs completed.
@@ -251,6 +259,31 @@ def test_human_report_on_a_short_healthy_run() -> None:
     assert "runs:" in proc.stdout
     assert "naive driver" in proc.stdout
     assert "'All models failed' reported" in proc.stdout
+    # the default mixes streaming turns in
+    assert "streaming turns:" in proc.stdout and "first chunk  openai/gpt-4o" in proc.stdout
+
+
+@pytest.mark.slow
+def test_stream_makes_every_turn_stream_and_the_report_counts_interruptions() -> None:
+    """--stream: every turn goes through stream_embedded_turn; mid-stream faults end runs as
+    interrupted (never as a silent switch), counted by candidate and reason, beside the time
+    to first chunk; coordination aborts still stop turns at once."""
+    proc = simulate("--stream", "--interrupt-rate", "0.2", "--stall-rate", "0.1", "--duration", "3", "--json",
+                    "--metrics-port", "0", "--concurrency", "4", "--sessions", "8", "--seed", "5")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    r = _report(proc)
+    streams = r["streams"]
+    assert r["config"]["stream_share"] == 1.0 and r["config"]["idle_timeout_s"] == 0.5
+    assert streams["turns"] >= r["runs"]["total"] > 0  # turns that failed before the prompt make no run
+    assert streams["interrupted"] == r["runs"].get("interrupted", 0) > 0
+    assert sum(streams["served"].values()) >= r["runs"]["success"] + streams["interrupted"]
+    for cand, reasons in streams["interruptions"].items():
+        assert set(reasons) <= {"overloaded", "timeout"}, cand
+        # an interruption is a provider failure of that candidate, with that reason
+        for reason, n in reasons.items():
+            assert r["attempts"][cand]["provider_failure"][reason] >= n
+    assert streams["time_to_first_chunk_s"]["openai/gpt-4o"]["p50"] > 0
+    assert set(r["coordination_aborts"]) <= {"session_takeover", "write_lock_timeout"}
 
 
 def test_version_and_help() -> None:

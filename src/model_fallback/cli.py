@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a realistic workload and report what happened (the main job)",
         description=(
             "Run many concurrent sessions (real JSONL transcripts under real session write locks) "
-            "through the fallback driver over simulated providers with fault profiles; a maintenance "
+            "through the fallback driver over simulated providers with fault profiles, a share of "
+            "the turns streaming (with streams interrupted or stalled mid-way); a maintenance "
             "writer, a compactor and crashing holders produce real takeovers, lock timeouts and stale "
             "locks. Serves /metrics on 127.0.0.1 while running, exports OTLP when "
             "OTEL_EXPORTER_OTLP_ENDPOINT is set, and ends with a report that sets this driver beside "
@@ -196,6 +197,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of turns preceded by a lock holder process killed with SIGKILL",
     )
     sim.add_argument(
+        "--stream",
+        action="store_true",
+        help="every turn streams (stream_embedded_turn); by default a third of the turns do",
+    )
+    sim.add_argument(
+        "--stream-share",
+        type=_rate("--stream-share"),
+        default=None,
+        help="share of turns that stream (0..1; default: the scenario's, a third)",
+    )
+    sim.add_argument(
+        "--interrupt-rate",
+        type=_rate("--interrupt-rate"),
+        default=None,
+        help="share of started streams that fail after a few chunks (overloaded or connection dropped)",
+    )
+    sim.add_argument(
+        "--stall-rate",
+        type=_rate("--stall-rate"),
+        default=None,
+        help="share of started streams that stall past --idle-timeout after a few chunks",
+    )
+    sim.add_argument(
+        "--idle-timeout",
+        type=_positive_float("--idle-timeout"),
+        default=0.5,
+        help="seconds a stream may go without a chunk once started (default: 0.5)",
+    )
+    sim.add_argument(
         "--metrics-port",
         type=_port,
         default=9464,
@@ -244,8 +274,15 @@ def _config(args: argparse.Namespace) -> Any:
         if provider != "*" and provider not in {c.provider for c in chain}:
             raise UsageError(f"--fault names provider {provider!r}, which is not in the chain")
         overrides.setdefault(provider, {})[kind] = rate
+    if args.stream and args.stream_share is not None:
+        raise UsageError("--stream is --stream-share 1: give one of them")
+    stream_share = args.stream_share if args.stream_share is not None else scenario.stream_share
+    if args.stream:
+        stream_share = 1.0
     try:
-        profiles = scenario.profiles(chain, overrides)
+        profiles = scenario.profiles(
+            chain, overrides, interrupt_rate=args.interrupt_rate, stall_rate=args.stall_rate
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.dir is not None:
@@ -284,6 +321,8 @@ def _config(args: argparse.Namespace) -> Any:
         profiles=profiles,
         outages=scenario.outages(chain, args.duration),
         directory=args.dir,
+        stream_share=stream_share,
+        idle_timeout=args.idle_timeout,
     )
 
 
@@ -404,7 +443,8 @@ async def _progress(stats: Any, config: Any) -> None:
         t.add_column("elapsed")
         t.add_column("runs")
         t.add_column("runs/s")
-        for name in ("success", "exhausted", "coordination_abort", "aborted", "cancelled"):
+        outcomes = ("success", "exhausted", "coordination_abort", "interrupted", "aborted", "cancelled")
+        for name in outcomes:
             t.add_column(name)
         t.add_column("takeovers")
         t.add_column("lock timeouts")
@@ -412,10 +452,7 @@ async def _progress(stats: Any, config: Any) -> None:
             f"{elapsed:4.1f}/{config.duration_s:g}s",
             str(total),
             f"{total / elapsed:.0f}" if elapsed > 0 else "-",
-            *(
-                str(stats.runs.get(n, 0))
-                for n in ("success", "exhausted", "coordination_abort", "aborted", "cancelled")
-            ),
+            *(str(stats.runs.get(n, 0)) for n in outcomes),
             str(stats.takeovers),
             str(stats.lock_timeouts),
         )

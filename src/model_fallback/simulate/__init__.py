@@ -1,9 +1,10 @@
 """``model-fallback simulate``: a realistic workload that exercises the whole library.
 
 Many concurrent sessions, each a real JSONL transcript under real session write locks,
-run turns through the embedded-turn helper and the fallback driver over a chain of
-simulated providers with configurable fault profiles; a maintenance writer, a compactor
-and crashing holders produce real takeovers, lock timeouts and stale locks. The report
+run turns through the embedded-turn helpers and the fallback driver over a chain of
+simulated providers with configurable fault profiles (a share of the turns streaming, with
+streams interrupted or stalled mid-way); a maintenance writer, a compactor and crashing
+holders produce real takeovers, lock timeouts and stale locks. The report
 sets what this driver did beside what a naive driver would have reported for the same run.
 """
 

@@ -4,6 +4,12 @@ Faults are decided by a random generator seeded from ``(seed, session, turn, can
 so a given seed produces the same provider outcomes whatever the scheduling; latency and
 hangs are real ``anyio.sleep`` calls, hangs cut by the turn's ``attempt_timeout``.
 
+A streaming call (:meth:`SimulatedProvider.stream`) fails before its first chunk exactly as
+a plain call would (the same draw decides); once started, a second draw, seeded from the
+same key, decides its mid-stream fate: the number of chunks, and whether it is interrupted
+after a few chunks (an ``overloaded`` error in the stream, or the connection dropped) or
+stalls past the turn's ``idle_timeout``.
+
 The errors look like what provider SDKs raise (an HTTP status error with a ``response``
 carrying headers, an SDK-style ``APIConnectionError``, ...), and some of them carry an API
 key in their text, as real ones do, so that redaction is exercised end to end.
@@ -12,10 +18,11 @@ key in their text, as real ones do, so that redaction is exercised end to end.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -30,6 +37,7 @@ __all__ = [
     "SimClock",
     "SimulatedAPIConnectionError",
     "SimulatedProvider",
+    "StreamPlan",
     "rng_for",
 ]
 
@@ -76,6 +84,10 @@ class _UnclassifiedProviderError(Exception):
     """Something no rule recognises; the driver records it as ``unknown``."""
 
 
+class RemoteProtocolError(Exception):
+    """What an HTTP client raises when the server drops a streamed body half-way."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outage:
     """A window, in seconds since the run started, during which a provider is down."""
@@ -91,15 +103,20 @@ class FaultProfile:
 
     Attributes:
         rates: probability of each fault kind per call (see :data:`FAULT_KINDS`).
-        latency_median_s: median latency of a successful call.
+        latency_median_s: median latency of a successful call (for a stream: to its first
+            chunk).
         latency_p95_s: 95th percentile latency (log-normal).
         retry_after_s: the Retry-After a 429 carries.
+        interrupt_rate: probability that a stream which started fails after a few chunks.
+        stall_rate: probability that a stream which started stalls past the idle timeout.
     """
 
     rates: Mapping[str, float] = field(default_factory=dict)
     latency_median_s: float = 0.08
     latency_p95_s: float = 0.4
     retry_after_s: float = 2.0
+    interrupt_rate: float = 0.0
+    stall_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for kind, rate in self.rates.items():
@@ -111,12 +128,40 @@ class FaultProfile:
             raise ValueError("fault rates of one provider add up to more than 1")
         if not (0 < self.latency_median_s <= self.latency_p95_s):
             raise ValueError("latency: need 0 < median <= p95")
+        for name, rate in (("interrupt_rate", self.interrupt_rate), ("stall_rate", self.stall_rate)):
+            if not (0.0 <= rate <= 1.0) or math.isnan(rate):
+                raise ValueError(f"{name}={rate!r} must be between 0 and 1")
+        if self.interrupt_rate + self.stall_rate > 1.0 + 1e-9:
+            raise ValueError("interrupt and stall rates add up to more than 1")
 
     def with_rates(self, **updates: float) -> FaultProfile:
         """A copy with some rates replaced."""
         rates = dict(self.rates)
         rates.update(updates)
-        return FaultProfile(rates, self.latency_median_s, self.latency_p95_s, self.retry_after_s)
+        return FaultProfile(
+            rates, self.latency_median_s, self.latency_p95_s, self.retry_after_s,
+            self.interrupt_rate, self.stall_rate,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPlan:
+    """What a stream that started does, decided per ``(seed, session, turn, candidate)``.
+
+    Attributes:
+        chunks: how many chunks the whole answer has.
+        gap_s: the pause between two chunks.
+        fault: None, ``"interrupt"`` or ``"stall"``.
+        after: the number of chunks delivered before the fault (at least 1).
+        interruption: ``"overloaded"`` (an error event in the stream) or ``"connection"``
+            (the connection dropped).
+    """
+
+    chunks: int
+    gap_s: float
+    fault: str | None
+    after: int
+    interruption: str
 
 
 def rng_for(seed: int, *parts: object) -> random.Random:
@@ -219,6 +264,89 @@ class SimulatedProvider:
         if kind is None:
             return f"reply from {candidate} to {prompt[:24]!r}"
         raise _error(kind, candidate, self.profile(candidate.provider))
+
+    def plan_stream(self, candidate: Candidate, session: int, turn: int, idle_timeout: float) -> StreamPlan:
+        """The mid-stream fate of a stream that started; deterministic per seed.
+
+        The pause between chunks stays under a fifth of *idle_timeout*, so that only a
+        planned stall trips it, whatever the machine's load.
+        """
+        rng = rng_for(self._seed, "stream", session, turn, str(candidate))
+        prof = self.profile(candidate.provider)
+        chunks = rng.randint(4, 12)
+        gap = min(idle_timeout / 5, prof.latency_median_s / 4) * (0.5 + rng.random())
+        roll = rng.random()
+        fault = (
+            "interrupt" if roll < prof.interrupt_rate
+            else "stall" if roll < prof.interrupt_rate + prof.stall_rate
+            else None
+        )  # fmt: skip
+        after = rng.randint(1, chunks - 1)
+        interruption = "overloaded" if rng.random() < 0.5 else "connection"
+        return StreamPlan(chunks, gap, fault, after, interruption)
+
+    async def stream(
+        self,
+        candidate: Candidate,
+        session: int,
+        turn: int,
+        prompt: str,
+        *,
+        idle_timeout: float,
+        clock: SimClock | None = None,
+    ) -> AsyncIterator[str]:
+        """One simulated streaming call: an async generator of text chunks.
+
+        Before its first chunk it fails (or hangs, or answers after its latency) exactly as
+        :meth:`complete` would for the same call; then it follows :meth:`plan_stream`.
+        """
+        self.calls += 1
+        kind, latency = self.decide(candidate, session, turn)
+        plan = self.plan_stream(candidate, session, turn, idle_timeout)
+        at = clock.now if clock is not None else None
+        if clock is not None:
+            if kind == "hang":
+                clock.now += clock.hang_s
+            elif kind is not None:
+                clock.now += latency / 4
+            else:
+                shown = plan.after if plan.fault is not None else plan.chunks
+                stalled = idle_timeout if plan.fault == "stall" else 0.0
+                clock.now += latency + plan.gap_s * (shown - 1) + stalled
+        if self.in_outage(candidate.provider, at):
+            await anyio.sleep(min(latency, 0.02))
+            raise ProviderHTTPError(503, "503 Service Unavailable: upstream connect error (outage)")
+        if kind == "hang":
+            await anyio.sleep(3600)
+        await anyio.sleep(latency if kind is None else latency / 4)
+        if kind is not None:
+            raise _error(kind, candidate, self.profile(candidate.provider))
+        text = f"reply from {candidate} to {prompt[:24]!r}"
+        cuts = [round(k * len(text) / plan.chunks) for k in range(plan.chunks + 1)]
+        pieces = [text[a:b] for a, b in itertools.pairwise(cuts)]
+        for i, piece in enumerate(pieces):
+            if i:
+                await anyio.sleep(plan.gap_s)
+            if i == plan.after and plan.fault == "stall":
+                await anyio.sleep(3600)  # cut by the turn's idle_timeout
+            if i == plan.after and plan.fault == "interrupt":
+                raise _interruption(plan.interruption, candidate)
+            yield piece
+
+
+def _interruption(kind: str, candidate: Candidate) -> Exception:
+    """A failure in the middle of a stream, as the SDKs raise it."""
+    if kind == "overloaded":
+        if candidate.provider == "anthropic":
+            # Anthropic reports it as an error event inside a 200 response.
+            body = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+            return ProviderHTTPError(200, str(body), body=body)
+        return ProviderHTTPError(503, "The model is overloaded. Please try again later.")
+    err = SimulatedAPIConnectionError("Connection error.")
+    err.__cause__ = RemoteProtocolError(
+        "peer closed connection without sending complete message body (incomplete chunked read)"
+    )
+    return err
 
 
 def _error(kind: str, candidate: Candidate, prof: FaultProfile) -> Exception:

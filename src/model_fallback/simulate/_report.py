@@ -7,6 +7,10 @@ model failures would have done on the same run — record the local error agains
 candidate, call every remaining candidate (each of which hits the same local condition:
 the session is still taken over, the lock still contended), and end in
 "All models failed".
+
+Streams are counted from the same events: the serving attempt of a stream ends with the
+number of chunks and the time to its first chunk, and an interrupted stream is an attempt
+that failed after its first chunk (:attr:`~model_fallback.events.AttemptEnded.interrupted`).
 """
 
 from __future__ import annotations
@@ -75,6 +79,11 @@ class Stats(Observer):
     held_locks: int = 0
     crashed_holders: int = 0
     provider_calls: int = 0
+    stream_turns: int = 0
+    streams: Counter[str] = field(default_factory=Counter)
+    stream_chunks: int = 0
+    interruptions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    first_chunk: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     # --- observer hooks ------------------------------------------------------------
 
@@ -85,6 +94,14 @@ class Stats(Observer):
         self.attempts[(str(a.candidate), a.outcome.value, reason)] += 1
         if a.outcome is not Outcome.CANCELLED:
             self.attempt_durations[str(a.candidate)].append(a.duration_s)
+        if event.chunks is not None:  # a stream that delivered its first chunk (or ended empty)
+            cand = str(a.candidate)
+            self.streams[cand] += 1
+            self.stream_chunks += event.chunks
+            if event.time_to_first_chunk_s is not None:
+                self.first_chunk[cand].append(event.time_to_first_chunk_s)
+            if event.interrupted:
+                self.interruptions[(cand, reason)] += 1
 
     def candidate_skipped(self, event: CandidateSkipped) -> None:
         """Count a cooldown skip."""
@@ -173,6 +190,12 @@ class Stats(Observer):
                 for q in (50, 95, 99)
             }
 
+        interruptions: dict[str, dict[str, int]] = {}
+        interrupted_by: Counter[str] = Counter()
+        for (cand, reason), n in sorted(self.interruptions.items()):
+            interruptions.setdefault(cand, {})[reason] = n
+            interrupted_by[cand] += n
+
         return {
             "scenario": scenario,
             "seed": seed,
@@ -191,6 +214,17 @@ class Stats(Observer):
             "latency_s": {
                 "run": pct(self.run_durations),
                 "attempt": {c: pct(v) for c, v in sorted(self.attempt_durations.items())},
+            },
+            "streams": {
+                "turns": self.stream_turns,
+                "served": dict(sorted(self.streams.items())),
+                "chunks": self.stream_chunks,
+                "interrupted": sum(interrupted_by.values()),
+                "interruptions": interruptions,
+                "interruption_rate": {
+                    c: round(interrupted_by[c] / n, 4) for c, n in sorted(self.streams.items())
+                },
+                "time_to_first_chunk_s": {c: pct(v) for c, v in sorted(self.first_chunk.items())},
             },
             "session": {
                 "lock_wait_s": pct(self.lock_waits),
@@ -271,7 +305,7 @@ def format_report(report: dict[str, Any]) -> str:
         )
         w("    coordination abort: they came beneath a provider error, whose explicit metadata takes")
         w("    precedence, in runs that then ended exhausted with no further candidate called (the rest")
-        w("    cooling down or none left), or before the prompt")
+        w("    cooling down or none left) or in streams interrupted by that error, or before the prompt")
     if s["turn_errors_outside_fallback"]:
         w(
             "  turn errors the driver never saw: "
@@ -286,6 +320,21 @@ def format_report(report: dict[str, Any]) -> str:
     if depth:
         w("served by        " + "  ".join(f"depth {k}: {v}" for k, v in depth.items()))
     w("")
+    streams = report["streams"]
+    if streams["turns"]:
+        served = sum(streams["served"].values())
+        share = f" ({streams['interrupted'] / served:.1%} of those served)" if served else ""
+        w(
+            f"streaming turns: {streams['turns']}  served={served}  chunks={streams['chunks']}  "
+            f"interrupted={streams['interrupted']}{share}"
+        )
+        named = [*streams["interruptions"], *streams["time_to_first_chunk_s"]]
+        width = max([22, *map(len, named)])
+        for cand, reasons in streams["interruptions"].items():
+            w(f"  interrupted  {cand:<{width}}  " + ", ".join(f"{r}={n}" for r, n in reasons.items()))
+        for cand, d in streams["time_to_first_chunk_s"].items():
+            w(f"  first chunk  {cand:<{width}}  {_fmt_pct(d)}")
+        w("")
     naive = report["naive"]
     w("                                   this driver   naive driver (coordination = model failure)")
     w(

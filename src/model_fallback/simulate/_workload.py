@@ -8,6 +8,11 @@ locks, a real prompt-release fence.
   another through the embedded-turn helper: lock, append the user message, release the
   lock for the model call, :func:`~model_fallback.run_with_model_fallback` over the chain,
   re-acquire and verify, append the reply.
+* **Streaming turns.** A planned share of turns stream instead, through
+  :func:`~model_fallback.session.stream_embedded_turn`: the chain is walked up to the first
+  chunk, the lock stays released while the chunks are read, the fence is verified when the
+  stream ends. Streams that started may be interrupted after a few chunks or stall past
+  the idle timeout (:class:`~model_fallback.StreamInterruptedError`).
 * **Maintenance writer** (takeovers). For a planned share of turns, a maintenance job —
   its own ``SessionFile`` on the same path, as a compaction or migration job would have —
   appends to the transcript while the prompt is out; the fence then raises
@@ -19,8 +24,8 @@ locks, a real prompt-release fence.
   process takes the session's lock and is killed with SIGKILL while holding it; the next
   acquirer reclaims the lock at once.
 
-What happens in each turn is planned from ``(seed, session, turn)``, so a seed gives the
-same outcomes whatever the scheduling.
+What happens in each turn (whether it streams, too) is planned from ``(seed, session,
+turn)``, so a seed gives the same outcomes whatever the scheduling.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import signal
 import sys
 import tempfile
 import textwrap
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +46,9 @@ import anyio
 from model_fallback._model import Candidate
 from model_fallback.classify import coordination_kind
 from model_fallback.cooldown import CooldownTracker
-from model_fallback.errors import AllCandidatesFailedError
+from model_fallback.errors import AllCandidatesFailedError, StreamInterruptedError
 from model_fallback.events import ObserverSet
-from model_fallback.session import SessionFile, SessionWriteLock, run_embedded_turn
+from model_fallback.session import SessionFile, SessionWriteLock, run_embedded_turn, stream_embedded_turn
 from model_fallback.simulate._faults import FaultProfile, Outage, SimClock, SimulatedProvider, rng_for
 from model_fallback.simulate._report import Stats
 
@@ -68,6 +73,8 @@ class SimConfig:
     profiles: dict[str, FaultProfile] = field(default_factory=dict)
     outages: tuple[Outage, ...] = ()
     directory: Path | None = None
+    stream_share: float = 0.0
+    idle_timeout: float = 0.5
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly summary for the report."""
@@ -81,6 +88,12 @@ class SimConfig:
             "takeover_rate": self.takeover_rate,
             "contention_rate": self.contention_rate,
             "crash_rate": self.crash_rate,
+            "stream_share": round(self.stream_share, 4),
+            "idle_timeout_s": self.idle_timeout,
+            "stream_fault_rates": {
+                p: {"interrupt": f.interrupt_rate, "stall": f.stall_rate}
+                for p, f in sorted(self.profiles.items())
+            },
             "fault_rates": {p: dict(f.rates) for p, f in sorted(self.profiles.items())},
             "outages": [
                 {"provider": o.provider, "start_s": o.start_s, "end_s": o.end_s} for o in self.outages
@@ -144,8 +157,11 @@ class Workload:
             with anyio.move_on_after(cfg.duration_s):
                 await self.stop.wait()
             self.stop.set()
-            # Let turns in flight finish (they are short), then cut what is left.
+            # Let turns in flight finish (they are short), then cut what is left. A stream
+            # adds its chunks (each gap under idle_timeout / 5, at most 12) and a stall.
             grace = max(2.0, cfg.attempt_timeout * len(cfg.candidates) + cfg.lock_timeout * 2)
+            if cfg.stream_share:
+                grace += cfg.idle_timeout * 4
             with anyio.move_on_after(grace):
                 while self._active:  # noqa: ASYNC110 - a counter, not an event, is what we have
                     await anyio.sleep(0.05)
@@ -188,11 +204,14 @@ class Workload:
         path = self.paths[s]
         if crash:
             await self._crashed_holder(path)
+        # A draw of its own, so that adding streaming turns moved none of the plans above.
+        streaming = rng_for(cfg.seed, "stream-turn", s, t).random() < cfg.stream_share
         session = self.session(s)
         first_call = True
         prompt = f"turn {t} of session {s}"
+        user = {"role": "user", "content": prompt, "turn": t}
 
-        async def call(candidate: Candidate) -> str:
+        async def first() -> None:
             nonlocal first_call
             if first_call:
                 first_call = False
@@ -200,20 +219,42 @@ class Workload:
                     await self._maintenance_write(path, t)
                 elif contended:
                     await self._hold_lock_past_timeout(path)
+
+        async def call(candidate: Candidate) -> str:
+            await first()
             return await self.provider.complete(candidate, s, t, prompt, clock)
 
+        async def open_stream(candidate: Candidate) -> AsyncIterator[str]:
+            await first()
+            return self.provider.stream(candidate, s, t, prompt, idle_timeout=cfg.idle_timeout, clock=clock)
+
         try:
-            await run_embedded_turn(
-                session,
-                {"role": "user", "content": prompt, "turn": t},
-                call,
-                cfg.candidates,
-                cooldowns=cooldowns,
-                observers=self.observers,
-                attempt_timeout=cfg.attempt_timeout,
-            )
-        except AllCandidatesFailedError:
-            pass
+            if streaming:
+                self.stats.stream_turns += 1
+                async with stream_embedded_turn(
+                    session,
+                    user,
+                    open_stream,
+                    cfg.candidates,
+                    cooldowns=cooldowns,
+                    observers=self.observers,
+                    first_chunk_timeout=cfg.attempt_timeout,
+                    idle_timeout=cfg.idle_timeout,
+                ) as stream:
+                    async for _ in stream:
+                        pass
+            else:
+                await run_embedded_turn(
+                    session,
+                    user,
+                    call,
+                    cfg.candidates,
+                    cooldowns=cooldowns,
+                    observers=self.observers,
+                    attempt_timeout=cfg.attempt_timeout,
+                )
+        except (AllCandidatesFailedError, StreamInterruptedError):
+            pass  # counted by Stats from the run's events
         except Exception as exc:
             # The driver's own aborts are counted by Stats from its events; errors it never
             # saw (the lock could not be taken before the prompt, a policy abort) are
