@@ -131,7 +131,7 @@ def reproduce_command(config: SimConfig) -> list[str]:
         "--seed",
         str(config.seed),
         "--duration",
-        f"{config.duration_s:g}",
+        _num(config.duration_s),
         "--concurrency",
         str(config.concurrency),
         "--sessions",
@@ -141,16 +141,21 @@ def reproduce_command(config: SimConfig) -> list[str]:
         argv += ["--candidate", str(c)]
     argv += [
         "--attempt-timeout",
-        f"{config.attempt_timeout:g}",
+        _num(config.attempt_timeout),
         "--lock-timeout",
-        f"{config.lock_timeout:g}",
+        _num(config.lock_timeout),
         "--takeover-rate",
-        f"{config.takeover_rate:g}",
+        _num(config.takeover_rate),
         "--contention-rate",
-        f"{config.contention_rate:g}",
+        _num(config.contention_rate),
         "--crash-rate",
-        f"{config.crash_rate:g}",
+        _num(config.crash_rate),
     ]
+    primary = config.profiles.get(config.candidates[0].provider) if config.candidates else None
+    argv += ["--stream-share", _num(config.stream_share), "--idle-timeout", _num(config.idle_timeout)]
+    if primary is not None:
+        # The command line sets one mid-stream rate for every provider.
+        argv += ["--interrupt-rate", _num(primary.interrupt_rate), "--stall-rate", _num(primary.stall_rate)]
     scenario = SCENARIOS.get(config.scenario)
     defaults = scenario.profiles(config.candidates, {}) if scenario is not None else {}
     for provider, profile in sorted(config.profiles.items()):
@@ -158,8 +163,14 @@ def reproduce_command(config: SimConfig) -> list[str]:
         for kind in FAULT_KINDS:
             rate = profile.rates.get(kind, 0.0)
             if base is None or base.rates.get(kind, 0.0) != rate:
-                argv += ["--fault", f"{provider}:{kind}={rate:g}"]
+                argv += ["--fault", f"{provider}:{kind}={_num(rate)}"]
     return argv
+
+
+def _num(v: float) -> str:
+    """*v* as short as it reads back exactly (``0.04``, but all of ``1/3``'s digits)."""
+    short = f"{v:g}"
+    return short if float(short) == v else repr(v)
 
 
 # --- matplotlib ------------------------------------------------------------------------------
@@ -467,10 +478,10 @@ def _chart_cooldown(bins: Sequence[Second], config: SimConfig, marks: _Marks) ->
 def _chart_streaming(bins: Sequence[Second], marks: _Marks) -> Figure:
     fig = _figure(6.4, 3.6)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
-    _pct_lines(top, bins, lambda b: b.first_chunk_s)
+    _pct_lines(top, bins, _first_chunks)
     top.set_title("Time to first chunk of streamed attempts")
     _time_axis(top, bins, marks, label=False)
-    inter = [b.interrupted / b.width_s for b in bins]
+    inter = [sum(b.stats.interruptions.values()) / b.width_s for b in bins]
     runs_inter = [b.stats.runs.get("interrupted", 0) / b.width_s for b in bins]
     _stacked_bars(bottom, bins, {"streams interrupted": inter}, {"streams interrupted": "#B8860B"})
     bottom.plot(_mid(bins), runs_inter, color="#222222", lw=1.2, label="runs ended interrupted")
@@ -525,7 +536,12 @@ def _card(label: str, value: str, note: str = "", cls: str = "") -> str:
     )
 
 
-def _cards(report: dict[str, Any], timeline: Timeline) -> str:
+def _first_chunks(b: Second | Stats) -> list[float]:
+    stats = b.stats if isinstance(b, Second) else b
+    return [v for vs in stats.first_chunk.values() for v in vs]
+
+
+def _cards(report: dict[str, Any], stats: Stats) -> str:
     runs = report["runs"]
     total = runs["total"]
     success = runs.get("success", 0)
@@ -534,7 +550,6 @@ def _cards(report: dict[str, Any], timeline: Timeline) -> str:
     avoided = sum(report["fallbacks_avoided"].values())
     calls = report["provider_calls"]
     extra = naive["extra_provider_calls"]
-    streams = timeline.totals()
     cards = [
         _card(
             "runs",
@@ -571,13 +586,13 @@ def _cards(report: dict[str, Any], timeline: Timeline) -> str:
             f"{report['session']['lock_timeouts']} timeouts · {report['session']['takeovers']} takeovers",
         ),
     ]
-    if streams["streams"]:
-        ttfc = streams["first_chunk_s"]
+    streamed = sum(stats.streams.values())
+    if streamed:
         cards.append(
             _card(
                 "time to first chunk p95",
-                _ms(percentile(ttfc, 95)),
-                f"{streams['streams']:,} streams · {streams['interrupted']:,} interrupted",
+                _ms(percentile(_first_chunks(stats), 95)),
+                f"{streamed:,} streams served · {sum(stats.interruptions.values()):,} interrupted",
             )
         )
     return '<section class="cards">' + "".join(cards) + "</section>"
@@ -756,7 +771,7 @@ def write_html(
             "(no call made); the outage shows as the primary being skipped.",
         ),
     ]
-    if timeline.has_streams:
+    if any(b.stats.streams for b in bins):
         figures.append(
             _figure_html(
                 "chart-streaming",
@@ -801,7 +816,7 @@ def write_html(
         f"{config.sessions} sessions · chain {html.escape(' → '.join(str(c) for c in config.candidates))}"
         f" · sampled {step}. This driver stops a run at once on a local coordination error; a naive "
         "driver counts it as a model failure and falls back into it. Same run, both views.</p></header>"
-        f"<main>{_cards(report, timeline)}"
+        f"<main>{_cards(report, stats)}"
         f'<div class="grid">{"".join(figures)}{_config_section(config, report)}</div></main>'
         f"<footer>{html.escape(LIBRARY_NOTE)} Generated by model-fallback simulate; "
         "no script, font or image is loaded from anywhere.</footer>"

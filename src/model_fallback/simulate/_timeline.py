@@ -3,12 +3,11 @@
 :class:`Timeline` is an observer like :class:`~model_fallback.simulate.Stats`, and it
 counts with it: each second of the run gets a :class:`Stats` of its own, and every event
 is handed to the one of the second it arrived in. So a second's figures — the naive
-driver's included — are computed by the very code that computes the report's totals.
-Only what :class:`Stats` does not keep is added here: the streaming figures (time to
-first chunk, chunks, interruptions), read from :class:`~model_fallback.events.AttemptEnded`,
-and the calls a simulated provider answered from inside an outage window, so the page can
-shade the outage where it happened (the window is planned on the workers' simulated
-clocks, which fall behind the wall clock while turns wait on locks).
+driver's and the streams' included — are computed by the very code that computes the
+report's totals. Only what :class:`Stats` does not keep is added here: the calls a
+simulated provider answered from inside an outage window, so the page can shade the
+outage where it happened (the window is planned on the workers' simulated clocks, which
+fall behind the wall clock while turns wait on locks).
 """
 
 from __future__ import annotations
@@ -48,20 +47,12 @@ class Second:
         start_s: where the bin starts, in seconds since the run started.
         width_s: how many seconds it covers (1 unless the timeline was binned).
         stats: the counts of that bin, kept by :class:`Stats` itself.
-        first_chunk_s: time to first chunk of every stream that delivered one.
-        streams: attempts that streamed (whatever their outcome).
-        chunks: chunks delivered by those streams.
-        interrupted: streams that failed after their first chunk.
         outage_calls: calls answered from inside an outage window, per provider.
     """
 
     start_s: float
     width_s: float
     stats: Stats
-    first_chunk_s: list[float] = field(default_factory=list)
-    streams: int = 0
-    chunks: int = 0
-    interrupted: int = 0
     outage_calls: Counter[str] = field(default_factory=Counter)
 
     def report(self) -> dict[str, Any]:
@@ -156,10 +147,6 @@ class Timeline(Observer):
                     float(start),
                     float(len(part)),
                     merge_stats((s.stats for s in part), self.chain),
-                    [v for s in part for v in s.first_chunk_s],
-                    sum(s.streams for s in part),
-                    sum(s.chunks for s in part),
-                    sum(s.interrupted for s in part),
                     sum((s.outage_calls for s in part), Counter()),
                 )
             )
@@ -188,34 +175,12 @@ class Timeline(Observer):
             spans.append((provider, start, end + 1.0))
         return spans
 
-    @property
-    def has_streams(self) -> bool:
-        """Whether any attempt of the run streamed."""
-        return any(s.streams for s in self.seconds)
-
-    def totals(self) -> dict[str, Any]:
-        """Run-wide streaming figures (the rest is in the run's :class:`Stats`)."""
-        ttfc = [v for s in self.seconds for v in s.first_chunk_s]
-        return {
-            "streams": sum(s.streams for s in self.seconds),
-            "chunks": sum(s.chunks for s in self.seconds),
-            "interrupted": sum(s.interrupted for s in self.seconds),
-            "first_chunk_s": ttfc,
-        }
-
     # --- observer hooks: each event goes to the Stats of its second ----------------------
 
     def attempt_ended(self, event: AttemptEnded) -> None:
-        """Count the attempt; for a stream, its first chunk, chunks and interruption."""
+        """Count the attempt (a stream's figures with it), and a call answered from an outage."""
         sec = self._now()
         sec.stats.attempt_ended(event)
-        if event.chunks is not None:
-            sec.streams += 1
-            sec.chunks += event.chunks
-            if event.interrupted:
-                sec.interrupted += 1
-        if event.time_to_first_chunk_s is not None:
-            sec.first_chunk_s.append(event.time_to_first_chunk_s)
         err = event.attempt.error
         if err is not None and str(err).endswith(OUTAGE_MARK):
             sec.outage_calls[event.attempt.candidate.provider] += 1
