@@ -248,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="keep session transcripts in this (new or empty) directory instead of a temp dir",
     )
+    sim.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the report as one self-contained HTML page with charts over time "
+        "(needs the report extra); with --dir, DIR/report.html unless --html names another file",
+    )
     sim.add_argument("--no-progress", action="store_true", help="no live progress even on a terminal")
 
     dash = sub.add_parser("dashboards", help="write or check the generated Grafana dashboards and rules")
@@ -362,10 +370,11 @@ def _start_telemetry(args: argparse.Namespace, config: Any) -> Any:
 def _simulate(args: argparse.Namespace) -> int:
     import anyio
 
-    from model_fallback.simulate import Stats, Workload, format_report
+    from model_fallback.simulate import Stats, Timeline, Workload, format_report, html_unavailable
     from model_fallback.simulate._report import dumps
 
     config = _config(args)
+    html = _html_path(args, html_unavailable())
     # Stale-lock reclaims and torn lines are counted in the report and the metrics; as log
     # lines they would only scroll the progress away.
     logging.getLogger("model_fallback.session").setLevel(logging.ERROR)
@@ -381,7 +390,8 @@ def _simulate(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     if args.metrics_port:
         print(f"serving metrics at http://{args.metrics_addr}:{args.metrics_port}/metrics", file=sys.stderr)
-    workload = Workload(config, stats, handle.observers)
+    timeline = Timeline(config.candidates, started=stats.started)
+    workload = Workload(config, stats, [*handle.observers, timeline])
 
     async def main() -> None:
         nonlocal interrupted
@@ -423,7 +433,30 @@ def _simulate(args: argparse.Namespace) -> int:
         sys.stdout.write(format_report(report) + "\n")
     sys.stdout.flush()
     handle.shutdown()
+    if html is not None:
+        from model_fallback.simulate import write_html
+
+        timeline.finish()
+        write_html(html, timeline, stats, config, interrupted=interrupted)
+        print(f"wrote {html}", file=sys.stderr)
     return EXIT_INTERRUPTED if interrupted and not args.hold else 0
+
+
+def _html_path(args: argparse.Namespace, unavailable: str | None) -> Path | None:
+    """Where the HTML report goes: --html, else DIR/report.html with --dir, else nowhere."""
+    if args.html is None:
+        if args.dir is None:
+            return None
+        if unavailable:
+            print(f"model-fallback simulate: warning: no report.html: {unavailable}", file=sys.stderr)
+            return None
+        return Path(args.dir) / "report.html"
+    if unavailable:
+        raise UsageError(f"--html: {unavailable}")
+    parent = args.html.absolute().parent
+    if args.html.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"--html {args.html}: cannot write a file there")
+    return Path(args.html)
 
 
 async def _progress(stats: Any, config: Any) -> None:

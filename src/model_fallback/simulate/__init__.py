@@ -11,8 +11,10 @@ sets what this driver did beside what a naive driver would have reported for the
 from __future__ import annotations
 
 from model_fallback.simulate._faults import FAULT_KINDS, FaultProfile, Outage, SimulatedProvider
+from model_fallback.simulate._html import html_unavailable, write_html
 from model_fallback.simulate._report import Stats, format_report
 from model_fallback.simulate._scenarios import DEFAULT_CHAIN, SCENARIOS, Scenario
+from model_fallback.simulate._timeline import Timeline
 from model_fallback.simulate._workload import SimConfig, Workload
 
 __all__ = [
@@ -25,6 +27,9 @@ __all__ = [
     "SimConfig",
     "SimulatedProvider",
     "Stats",
+    "Timeline",
     "Workload",
     "format_report",
+    "html_unavailable",
+    "write_html",
 ]
