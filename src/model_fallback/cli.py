@@ -391,7 +391,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.metrics_port:
         print(f"serving metrics at http://{args.metrics_addr}:{args.metrics_port}/metrics", file=sys.stderr)
     timeline = Timeline(config.candidates, started=stats.started)
-    workload = Workload(config, stats, [*handle.observers, timeline])
+    workload = Workload(config, stats, [*handle.observers, timeline] if html else handle.observers)
 
     async def main() -> None:
         nonlocal interrupted
