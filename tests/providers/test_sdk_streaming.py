@@ -15,7 +15,10 @@ the first event (an HTTP error answer: the SDK raises when the stream is opened,
 candidate serves), a failure after three events (the connection cut, or an in-stream error
 event: :class:`~model_fallback.StreamInterruptedError`), and stalls (before the first event:
 ``first_chunk_timeout``, the next candidate serves; between events: ``idle_timeout``). Each
-time the server checks that the client closed the response it abandoned.
+time the server checks that the client closed the response it abandoned, as it does when the
+caller leaves the block early (``break``, an error in its loop body, cancellation). A session
+turn (``stream_embedded_turn``) streams SDK chunks too, a second writer making it end in a
+takeover.
 
 The last test runs the openai example of ``docs/streaming.md`` as written, in a subprocess,
 against this server (``OPENAI_BASE_URL``).
@@ -42,10 +45,12 @@ from model_fallback import (
     CooldownTracker,
     FailoverReason,
     Outcome,
+    SessionTakeoverError,
     StreamInterruptedError,
     stream_with_model_fallback,
 )
 from model_fallback import events as ev
+from model_fallback.session import SessionFile, stream_embedded_turn
 from tests.providers._sdks import FAKE_KEY, require
 from tests.providers._server import CUT, Answer, ByModel, ProviderServer, Streamed
 
@@ -443,20 +448,91 @@ async def test_a_stall_before_the_first_event_falls_back(provider_server: Provid
     assert str(stream.candidate) == "anthropic/claude-sonnet-4-5"
 
 
-async def test_leaving_the_block_early_closes_the_response(provider_server: ProviderServer) -> None:
-    """A break after the first chunk of a long stream: the SDK's response is closed at once
-    (the server sees the client go away) and the run counts as served."""
-    url = provider_server.register(Streamed((*openai_events(["a", "b"]), 30.0, OPENAI_DONE)), "stream-break")
+@pytest.mark.parametrize("how", ["break", "body_error", "cancel"])
+@pytest.mark.parametrize("candidate", ["openai/gpt-4o", "anthropic/claude-sonnet-4-5"])
+async def test_leaving_the_block_early_closes_the_response(
+    provider_server: ProviderServer, candidate: str, how: str
+) -> None:
+    """A break, an error in the loop body, or a cancellation while the provider is quiet:
+    the SDK's response is closed at once (the server sees the client go away); the first
+    two count as served, the cancellation as cancelled, and nothing cools down."""
+    require(candidate.split("/")[0])
+    if candidate.startswith("openai/"):
+        steps: tuple[Any, ...] = (*openai_events(["a", "b"]), 30.0, OPENAI_DONE)
+    else:
+        steps = (*anthropic_head("claude-sonnet-4-5"), 30.0, anthropic_delta("late"))
+    url = provider_server.register(Streamed(steps), f"stream-{how}")
     rec = Recorder()
-    async with Chain({"openai/gpt-4o": url}).opened() as chain:
-        with anyio.fail_after(10):
+    cooldowns = CooldownTracker()
+    async with Chain({candidate: url}).opened() as chain:
+
+        async def consume() -> None:
             async with stream_with_model_fallback(
-                chain.open_stream, ["openai/gpt-4o"], observers=[rec]
+                chain.open_stream, [candidate], observers=[rec], cooldowns=cooldowns
             ) as stream:
                 async for _ in stream:
-                    break
+                    if how == "break":
+                        break
+                    if how == "body_error":
+                        raise LookupError("the caller's own processing failed")
+
+        with anyio.fail_after(10):
+            if how == "cancel":
+                with anyio.move_on_after(0.4):
+                    await consume()
+            elif how == "body_error":
+                with pytest.raises(LookupError):
+                    await consume()
+            else:
+                await consume()
         assert provider_server.stream_ends(url, timeout=5) == ["client_disconnected"]
-    assert stream.chunks == 1 and rec.runs[-1].outcome is ev.RunOutcome.SUCCESS
+    expected = ev.RunOutcome.CANCELLED if how == "cancel" else ev.RunOutcome.SUCCESS
+    assert rec.runs[-1].outcome is expected
+    assert not cooldowns.is_cooling(Candidate.parse(candidate))
+
+
+# --- a session turn over a real SDK stream -----------------------------------------------------
+
+
+@pytest.mark.parametrize("takeover", [False, True], ids=["served", "takeover"])
+async def test_a_session_turn_streams_sdk_chunks(
+    provider_server: ProviderServer, tmp_path: Path, takeover: bool
+) -> None:
+    """stream_embedded_turn over the openai client: the reply entry is built from the SDK's
+    chunks; a second writer appending while the chunks arrive makes the end of the stream
+    raise SessionTakeoverError, after every chunk, with no reply appended."""
+    require("openai")
+    url = provider_server.register(openai_stream(["Hel", "lo"]), "stream-session")
+    path = tmp_path / "s.jsonl"
+    user = {"role": "user", "content": "Say hello"}
+
+    def reply(chunks: list[Any]) -> dict[str, Any]:
+        return {"role": "assistant", "content": "".join(map(text_of, chunks))}
+
+    got: list[str] = []
+
+    async def turn(chain: Chain) -> None:
+        async with stream_embedded_turn(
+            SessionFile(path, lock_timeout=5), user, chain.open_stream, ["openai/gpt-4o"], reply_entry=reply
+        ) as stream:
+            async for chunk in stream:
+                got.append(text_of(chunk))
+                if takeover and len(got) == 1:
+                    await SessionFile(path, lock_timeout=5).append({"role": "system", "content": "compacted"})
+
+    async with Chain({"openai/gpt-4o": url}).opened() as chain:
+        if takeover:
+            with pytest.raises(SessionTakeoverError):
+                await turn(chain)
+        else:
+            await turn(chain)
+    assert "".join(got) == "Hello"
+    entries = await SessionFile(path).read()
+    if takeover:
+        assert entries == [user, {"role": "system", "content": "compacted"}]
+    else:
+        assert entries == [user, {"role": "assistant", "content": "Hello"}]
+    assert provider_server.stream_ends(url) == ["completed"]
 
 
 # --- the documented example runs as written -------------------------------------------------
