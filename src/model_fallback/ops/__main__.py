@@ -2,7 +2,7 @@
 
 Writes (or, with ``--check``, verifies) the generated Grafana dashboards and Prometheus rules.
 ``--runbook-base`` makes the alerts' ``runbook_url`` absolute for a deployment, e.g.
-``--out ./ops --runbook-base https://git.example.com/acme/model-fallback/blob/main/README.md#runbook-``;
+``--out ./ops --runbook-base https://git.example.com/acme/model-fallback/blob/main/docs/runbooks.md#``;
 the committed files use the default relative prefix.
 """
 
