@@ -25,6 +25,10 @@ sys.path.insert(0, {bench!r})
 import bench_overhead as b
 import model_fallback as mf
 from prometheus_client import CollectorRegistry
+try:  # observers built once and shared by every run, as the docs recommend
+    from model_fallback.events import ObserverSet
+except ImportError:  # an older tree (before ObserverSet): a tuple, resolved once by identity
+    ObserverSet = tuple
 
 which, n = sys.argv[1], int(sys.argv[2])
 if which == "bare":
@@ -32,14 +36,14 @@ if which == "bare":
 elif which == "driver":
     fn = lambda: mf.run_with_model_fallback(b.run, b.CHAIN)
 elif which == "prometheus":
-    obs = (b.PrometheusObserver(CollectorRegistry(), candidates=b.CHAIN),)
+    obs = ObserverSet([b.PrometheusObserver(CollectorRegistry(), candidates=b.CHAIN)])
     fn = lambda: mf.run_with_model_fallback(b.run, b.CHAIN, observers=obs)
 elif which == "floor":
     tp, mp = b.sdk()
     fn = b.floor_fn(tp, mp)
 else:
     tp, mp = b.sdk()
-    obs = (b.OTelObserver(tracer_provider=tp, meter_provider=mp),)
+    obs = ObserverSet([b.OTelObserver(tracer_provider=tp, meter_provider=mp)])
     fn = lambda: mf.run_with_model_fallback(b.run, b.CHAIN, observers=obs)
 
 async def main():
