@@ -246,8 +246,10 @@ def _time_axis(
     ax.set_xlim(0, max(end, 1.0))
     if label:
         ax.set_xlabel("seconds since the run started")
-    for i, (provider, a, b) in enumerate(marks.outages):
-        name = f"{provider} outage" if name_marks and i < 3 else None
+    named: set[str] = set()
+    for provider, a, b in marks.outages:
+        name = f"{provider} outage" if name_marks and provider not in named else None
+        named.add(provider)
         ax.axvspan(a, b, color="#D55E00", alpha=0.12, lw=0, label=name)
     if end > marks.duration_s:
         name = "drain (turns finishing)" if name_marks else None
@@ -453,7 +455,8 @@ def _chart_coordination(bins: Sequence[Second], marks: _Marks) -> Figure:
     colours = {k: _KIND_COLOURS[i % len(_KIND_COLOURS)] for i, k in enumerate(kinds)}
     _stacked_bars(ax, bins, series, colours)
     avoided = [sum(b.stats.fallbacks_avoided.values()) / b.width_s for b in bins]
-    ax.plot(_mid(bins), avoided, color="#222222", lw=1.4, marker=".", ms=4, label="fallbacks avoided")
+    marker = "." if len(bins) <= 60 else None
+    ax.plot(_mid(bins), avoided, color="#222222", lw=1.4, marker=marker, ms=4, label="fallbacks avoided")
     ax.set_ylabel("per second")
     ax.set_title("Coordination aborts by kind, and the fallbacks they avoided")
     if not kinds:

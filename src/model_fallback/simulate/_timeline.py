@@ -130,10 +130,10 @@ class Timeline(Observer):
         end = self.ended if self.ended is not None else self.clock()
         return max(0.0, end - self.started)
 
-    def binned(self, max_points: int = 600) -> list[Second]:
+    def binned(self, max_points: int = 300) -> list[Second]:
         """The seconds, merged into wider bins when there are more than *max_points*.
 
-        A 30 s run gives 30 one-second bins; a two-hour run, 600 bins of 12 s.
+        A 30 s run gives 30 one-second bins; a one-hour run, 300 bins of 12 s.
         """
         n = len(self.seconds)
         width = max(1, -(-n // max_points))
