@@ -15,6 +15,7 @@ the text report prints) and its :class:`~model_fallback.simulate.SimConfig`.
 from __future__ import annotations
 
 import html
+import importlib.util
 import io
 import re
 import shlex
@@ -104,10 +105,11 @@ _REASON_COLOURS = {
 
 
 def html_unavailable() -> str | None:
-    """Why the HTML report cannot be written here (matplotlib missing), or None."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    """Why the HTML report cannot be written here (matplotlib missing), or None.
+
+    Looks matplotlib up without importing it: a run that writes no page never loads it.
+    """
+    if importlib.util.find_spec("matplotlib") is None:
         return "the HTML report needs matplotlib: pip install 'model-fallback[report]'"
     return None
 
