@@ -252,7 +252,7 @@ def _time_axis(
     for provider, a, b in marks.outages:
         name = f"{provider} outage" if name_marks and provider not in named else None
         named.add(provider)
-        ax.axvspan(a, b, color="#D55E00", alpha=0.12, lw=0, label=name)
+        ax.axvspan(a, b, color="#F0E442", alpha=0.3, lw=0, label=name)
     if end > marks.duration_s:
         name = "drain (turns finishing)" if name_marks else None
         ax.axvspan(marks.duration_s, end, color="#888888", alpha=0.15, lw=0, label=name)
