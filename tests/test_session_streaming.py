@@ -370,3 +370,32 @@ async def test_every_candidate_failing_and_bad_arguments(tmp_path: Path) -> None
     with pytest.raises(TypeError, match="open_stream"):
         stream_embedded_turn(SessionFile(other), USER, "nope", CHAIN)  # type: ignore[arg-type]
     assert not other.exists()
+
+
+async def test_a_takeover_under_a_failed_open_stops_the_chain_at_the_next_attempt(tmp_path: Path) -> None:
+    """A second writer changes the session while the primary's stream opens, and the primary
+    then fails with a 503: the failure is the provider's (its status comes first), and the
+    next attempt's release raises the takeover before its stream is opened."""
+    path = tmp_path / "s.jsonl"
+    rec = Recorder()
+    p = Provider({"openai": [second_writer(path), http_error(503, "overloaded")]})
+    with pytest.raises(mf.SessionTakeoverError):
+        async with stream_embedded_turn(SessionFile(path, lock_timeout=5), USER, p, CHAIN, observers=[rec]):
+            pytest.fail("the block must not be entered")
+    assert p.calls == ["openai"]
+    assert [(a.outcome, a.reason) for a in rec.runs[-1].attempts] == [
+        (mf.Outcome.PROVIDER_FAILURE, mf.FailoverReason.OVERLOADED),
+        (mf.Outcome.COORDINATION_ABORT, None),
+    ]
+    assert await lock_is_free(path)
+
+
+async def test_an_empty_stream_is_a_turn_with_an_empty_reply(tmp_path: Path) -> None:
+    """A stream that ends before any chunk: the prompt is over at once (fence verified), the
+    turn is served with an empty reply."""
+    path = tmp_path / "s.jsonl"
+    p = Provider({"openai": []})
+    async with stream_embedded_turn(SessionFile(path), USER, p, CHAIN) as stream:
+        assert [c async for c in stream] == []
+    assert stream.chunks == 0 and stream.attempts[-1].outcome is mf.Outcome.SUCCESS
+    assert (await SessionFile(path).read())[-1]["content"] == ""
