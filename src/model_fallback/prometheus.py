@@ -1,41 +1,46 @@
 """Prometheus metrics for model-fallback (``pip install 'model-fallback[prometheus]'``).
 
 :class:`PrometheusObserver` turns driver and session events into the series of
-:mod:`model_fallback.telemetry_spec` on a ``prometheus_client`` registry. Attempts that ended
-in a coordination abort are counted with ``outcome="coordination_abort"`` and the kind as
-``reason`` — never as a provider failure — so per-model failure rates stay true.
+:mod:`model_fallback.telemetry_spec`, recorded with ``prometheus_client``'s own
+``Counter`` and ``Histogram``. Attempts that ended in a coordination abort are counted with
+``outcome="coordination_abort"`` and the kind as ``reason`` — never as a provider failure —
+so per-model failure rates stay true.
 
 * ``registry=None`` uses the global ``REGISTRY``; two observers on two registries never
-  collide, two on one registry share the same series instead of raising.
+  collide, two on one registry share the same metrics instead of raising.
 * provider/model label values come from the configured candidates, capped at
   ``max_label_pairs`` pairs (further pairs are counted as ``_other``) and at 128 characters
   each (a longer value keeps a prefix and a short hash of the whole: distinct stays distinct).
 * Counters and histograms carry ``trace_id``/``span_id`` exemplars when an OpenTelemetry
   span is recording (exemplars appear in the OpenMetrics exposition only).
+* prometheus_client's multiprocess mode works (``PROMETHEUS_MULTIPROC_DIR`` set before the
+  workers start; aggregate with ``prometheus_client.multiprocess.MultiProcessCollector``).
+  prometheus_client keeps no exemplars in that mode.
 
-The series are kept by one registered *collector* per registry and namespace: an
-observation is a dictionary update under one lock, and the families are built when
-Prometheus scrapes. (``prometheus_client``'s own ``Counter``/``Histogram`` take a lock per
-value and walk the buckets on every observation, which cost more than the whole fallback
-driver.) Custom collectors do not work in ``prometheus_client``'s multiprocess mode: run one
-registry per process, or export through OpenTelemetry.
+The hot path asks ``.labels(...)`` once per label set: the children are kept in dictionaries
+keyed by the raw candidate strings and the outcome, bounded in size. Without an exemplar, an
+observation goes straight to the child's value objects (``child._value.inc``, the histogram's
+``_sum`` and bucket values): the same storage, locks and multiprocess files as ``inc()`` and
+``observe()``, without their per-call argument checks and linear bucket search, which cost
+more than the rest of the observer (a 3-candidate run: 171 k instructions with the public
+calls, 14x a bare loop; the goal is 12x). :func:`_histogram` checks that shape once per child
+and falls back to ``observe()`` when a prometheus_client version stores histograms another way;
+``tests/test_prometheus_client_types.py`` compares both paths' expositions.
 """
 
 from __future__ import annotations
 
-import bisect
+import math
 import threading
-import time
 import weakref
-from collections.abc import Iterable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.samples import Exemplar
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from model_fallback import telemetry_spec as spec
-from model_fallback._model import Candidate, FailoverReason, Outcome
+from model_fallback._model import Attempt, Candidate, FailoverReason, Outcome
 from model_fallback._redact import cap_label
 from model_fallback.events import (
     AttemptEnded,
@@ -63,6 +68,10 @@ except ImportError:  # exercised by tests/test_telemetry.py::test_prometheus_wit
 _STR: dict[int, str] = {id(m): m._value_ for m in (*Outcome, *FailoverReason, *RunOutcome)}
 _SUCCESS = RunOutcome.SUCCESS
 
+MAX_CACHED_CHILDREN = 50_000
+"""Bound of each per-observer cache of label children (keys are raw candidate strings, which
+an application could vary without limit; past the bound, ``.labels()`` is asked each time)."""
+
 
 def _exemplar() -> dict[str, str] | None:
     # An empty context (no OTel in use, the common case without tracing) has no span: one
@@ -75,136 +84,126 @@ def _exemplar() -> dict[str, str] | None:
     return {"trace_id": format(ctx.trace_id, "032x"), "span_id": format(ctx.span_id, "016x")}
 
 
-class _Counter:
-    __slots__ = ("doc", "exemplars", "labels", "name", "values")
-
-    def __init__(self, name: str, m: spec.MetricSpec) -> None:
-        self.name = name.removesuffix("_total")
-        self.doc = m.description
-        self.labels = list(m.labels)
-        self.values: dict[tuple[str, ...], float] = {}
-        self.exemplars: dict[tuple[str, ...], Exemplar] = {}
-
-    def family(self) -> Metric:
-        fam = CounterMetricFamily(self.name, self.doc, labels=self.labels)
-        for key, value in self.values.items():
-            fam.add_metric(key, value, exemplar=self.exemplars.get(key))
-        return fam
+# (child, add): the counter child and the cheapest callable adding to it.
+CounterRef = tuple[Any, Callable[[float], None]]
+# (child, add_sum, add_bucket, bounds): add_sum is None when only child.observe() may be used.
+HistogramRef = tuple[Any, Any, Any, Any]
 
 
-class _Histogram:
-    __slots__ = ("bounds", "data", "doc", "labels", "le", "name")
-
-    def __init__(self, name: str, m: spec.MetricSpec) -> None:
-        self.name = name
-        self.doc = m.description
-        self.labels = list(m.labels)
-        self.bounds = tuple(float(b) for b in m.buckets)
-        self.le = [*(repr(float(b)) for b in self.bounds), "+Inf"]
-        # labels -> [per-bucket counts (not cumulative), sum, {bucket index: exemplar}]
-        self.data: dict[tuple[str, ...], list[Any]] = {}
-
-    def slot(self, key: tuple[str, ...]) -> list[Any]:
-        found = self.data.get(key)
-        if found is None:
-            found = self.data[key] = [[0] * (len(self.bounds) + 1), 0.0, {}]
-        return found
-
-    def family(self) -> Metric:
-        fam = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
-        for key, (counts, total, exemplars) in self.data.items():
-            acc = 0
-            buckets: list[Any] = []
-            for i, n in enumerate(counts):
-                acc += n
-                ex = exemplars.get(i)
-                buckets.append((self.le[i], acc, ex) if ex is not None else (self.le[i], acc))
-            fam.add_metric(key, buckets, total)
-        return fam
+def _counter(child: Any) -> CounterRef:
+    """*child* (a labelled ``Counter``) and its value's ``inc``, or the child's own ``inc``."""
+    inc = getattr(getattr(child, "_value", None), "inc", None)
+    return (child, inc if callable(inc) else child.inc)
 
 
-class _Series:
-    """Every series of one namespace on one registry: a registered collector."""
+def _histogram(child: Any) -> HistogramRef:
+    """*child* (a labelled ``Histogram``) and, when it stores what ``observe()`` updates as this
+    module expects (a ``_sum`` value, one non-cumulative value per bound of ``_upper_bounds``,
+    ending in +Inf), the ``inc`` of those values; else ``(child, None, None, None)``."""
+    try:
+        bounds = tuple(float(b) for b in child._upper_bounds)
+        add_bucket = tuple(b.inc for b in child._buckets)
+        add_sum = child._sum.inc
+    except (AttributeError, TypeError, ValueError):
+        return (child, None, None, None)
+    if (
+        not bounds
+        or len(bounds) != len(add_bucket)
+        or bounds[-1] != math.inf
+        or list(bounds) != sorted(bounds)
+    ):
+        return (child, None, None, None)
+    return (child, add_sum, add_bucket, bounds)
 
-    def __init__(self, namespace: str) -> None:
-        def name(m: spec.MetricSpec) -> str:
-            return namespace + m.prometheus.removeprefix(spec.NAMESPACE)
 
-        self.lock = threading.Lock()
-        self.metrics: dict[str, _Counter | _Histogram] = {
-            m.otel: (_Counter(name(m), m) if m.kind == "counter" else _Histogram(name(m), m))
-            for m in spec.METRICS
-        }
-        c, h = self.counter, self.histogram
+def _observe(h: HistogramRef, value: float, exemplar: dict[str, str] | None) -> None:
+    """Observe *value* in a histogram reference (see :func:`_histogram`)."""
+    child, add_sum, add_bucket, bounds = h
+    # bisect_left = the first bound >= value: the bucket observe() picks (`value <= bound`).
+    if exemplar is None and add_sum is not None and value == value:
+        add_sum(value)
+        add_bucket[bisect_left(bounds, value)](1.0)
+    else:
+        child.observe(value, exemplar)
+
+
+def _inc(c: CounterRef, amount: float, exemplar: dict[str, str] | None) -> None:
+    """Add *amount* to a counter reference (see :func:`_counter`)."""
+    if exemplar is None:
+        c[1](amount)
+    else:
+        c[0].inc(amount, exemplar)
+
+
+class _Metrics:
+    """The prometheus_client metrics of one namespace on one registry (shared by observers)."""
+
+    def __init__(self, registry: CollectorRegistry, namespace: str) -> None:
+        made: dict[str, Counter | Histogram] = {}
+        for m in spec.METRICS:
+            name = namespace + m.base.removeprefix(spec.NAMESPACE)
+            if m.kind == "counter":
+                made[m.otel] = Counter(name, m.description, m.labels, registry=None)
+            else:
+                made[m.otel] = Histogram(name, m.description, m.labels, registry=None, buckets=m.buckets)
+        # Register all or nothing: a collision on the fifth name must not leave four behind.
+        registered: list[Counter | Histogram] = []
+        try:
+            for metric in made.values():
+                registry.register(metric)
+                registered.append(metric)
+        except ValueError as exc:
+            for metric in registered:
+                registry.unregister(metric)
+            raise ValueError(
+                f"cannot register model-fallback metrics ({namespace}_*) on this registry: {exc} "
+                "(another collector already uses these names; pass a different registry= or namespace=)"
+            ) from None
+
+        def c(m: spec.MetricSpec) -> Counter:
+            found = made[m.otel]
+            assert isinstance(found, Counter)
+            return found
+
+        def h(m: spec.MetricSpec) -> Histogram:
+            found = made[m.otel]
+            assert isinstance(found, Histogram)
+            return found
+
         self.runs, self.attempts = c(spec.RUNS), c(spec.ATTEMPTS)
-        self.coordination_aborts, self.fallbacks_avoided = (
-            c(spec.COORDINATION_ABORTS),
-            c(spec.FALLBACKS_AVOIDED),
-        )
-        self.cooldown_skips, self.lock_timeouts = c(spec.COOLDOWN_SKIPS), c(spec.SESSION_LOCK_TIMEOUTS)
-        self.takeovers, self.stale = c(spec.SESSION_TAKEOVERS), c(spec.SESSION_STALE_RECLAIMED)
-        self.telemetry_errors = c(spec.TELEMETRY_ERRORS)
+        self.coordination_aborts = c(spec.COORDINATION_ABORTS)
+        self.fallbacks_avoided = c(spec.FALLBACKS_AVOIDED)
+        self.cooldown_skips = c(spec.COOLDOWN_SKIPS)
+        self.lock_timeouts, self.takeovers = c(spec.SESSION_LOCK_TIMEOUTS), c(spec.SESSION_TAKEOVERS)
+        self.stale, self.telemetry_errors = c(spec.SESSION_STALE_RECLAIMED), c(spec.TELEMETRY_ERRORS)
         self.attempt_duration, self.run_duration = h(spec.ATTEMPT_DURATION), h(spec.RUN_DURATION)
         self.fallback_depth, self.lock_wait = h(spec.FALLBACK_DEPTH), h(spec.SESSION_LOCK_WAIT)
+        # the unlabelled metrics are their own children
+        self.depth_ref, self.lock_wait_ref = _histogram(self.fallback_depth), _histogram(self.lock_wait)
+        self.lock_timeouts_ref, self.takeovers_ref = _counter(self.lock_timeouts), _counter(self.takeovers)
         # Zeros, not gaps: the label sets every dashboard and rule expects exist from the start.
         for outcome in spec.RUN_OUTCOMES:
-            self.runs.values[(outcome,)] = 0.0
-            self.run_duration.slot((outcome,))
+            self.runs.labels(outcome)
+            self.run_duration.labels(outcome)
         for kind in spec.COORDINATION_KINDS:
-            self.coordination_aborts.values[(kind,)] = 0.0
-            self.fallbacks_avoided.values[(kind,)] = 0.0
+            self.coordination_aborts.labels(kind)
+            self.fallbacks_avoided.labels(kind)
         for reason in spec.STALE_REASONS:
-            self.stale.values[(reason,)] = 0.0
+            self.stale.labels(reason)
         for component in spec.TELEMETRY_COMPONENTS:
-            self.telemetry_errors.values[(component,)] = 0.0
-        for unlabelled in (self.lock_timeouts, self.takeovers):
-            unlabelled.values[()] = 0.0
-        self.fallback_depth.slot(())
-        self.lock_wait.slot(())
-
-    def counter(self, m: spec.MetricSpec) -> _Counter:
-        found = self.metrics[m.otel]
-        assert isinstance(found, _Counter)
-        return found
-
-    def histogram(self, m: spec.MetricSpec) -> _Histogram:
-        found = self.metrics[m.otel]
-        assert isinstance(found, _Histogram)
-        return found
-
-    def collect(self) -> Iterator[Metric]:
-        """Build the families (under the lock, so a scrape sees a consistent set)."""
-        with self.lock:
-            families = [m.family() for m in self.metrics.values()]
-        yield from families
-
-    def describe(self) -> Iterator[Metric]:
-        """Names only, so that the registry detects duplicates at registration."""
-        for m in self.metrics.values():
-            if isinstance(m, _Counter):
-                yield CounterMetricFamily(m.name, m.doc, labels=m.labels)
-            else:
-                yield HistogramMetricFamily(m.name, m.doc, labels=m.labels)
+            self.telemetry_errors.labels(component)
 
 
-_shared: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Series]] = weakref.WeakKeyDictionary()
+_shared: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Metrics]] = weakref.WeakKeyDictionary()
 _shared_lock = threading.Lock()
 
 
-def _series_for(registry: CollectorRegistry, namespace: str) -> _Series:
+def _metrics_for(registry: CollectorRegistry, namespace: str) -> _Metrics:
     with _shared_lock:
         per = _shared.setdefault(registry, {})
         found = per.get(namespace)
         if found is None:
-            found = _Series(namespace)
-            try:
-                registry.register(found)
-            except ValueError as exc:
-                raise ValueError(
-                    f"cannot register model-fallback metrics ({namespace}_*) on this registry: {exc} "
-                    "(another collector already uses these names; pass a different registry= or namespace=)"
-                ) from None
-            per[namespace] = found
+            found = per[namespace] = _Metrics(registry, namespace)
         return found
 
 
@@ -242,16 +241,17 @@ class PrometheusObserver:
         self.registry = REGISTRY if registry is None else registry
         self.namespace = namespace
         self.max_label_pairs = max_label_pairs
-        self._s = _series_for(self.registry, namespace)
+        self._m = _metrics_for(self.registry, namespace)
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
         self._last_chain: object = None
-        self._attempt_slots: dict[tuple[str, str, str, str], tuple[tuple[str, ...], list[Any]]] = {}
-        self._attempt_bounds = self._s.attempt_duration.bounds
-        # RunOutcome members are singletons: keyed by id(), a C-level hash.
-        self._run_slots: dict[int, tuple[tuple[str, ...], list[Any]]] = {}
-        self._run_bounds = self._s.run_duration.bounds
-        self._depth_bounds = self._s.fallback_depth.bounds
-        self._depth_slot = self._s.fallback_depth.data[()]
+        # (provider, model, id(outcome), id(reason), kind) as the event has them -> counter and histogram
+        # references, flattened: (counter, add, histogram, add_sum, add_bucket, bounds)
+        self._attempt_refs: dict[tuple[str, str, int, int, str | None], tuple[Any, ...]] = {}
+        # RunOutcome members are singletons: keyed by id(), a C-level hash. Same layout.
+        self._run_refs: dict[int, tuple[Any, ...]] = {}
+        # the rarer label sets: (metric tag, *raw key) -> references
+        self._refs: dict[tuple[Any, ...], Any] = {}
+        self._depth = self._m.depth_ref
         for c in candidates:
             self._pair(c if isinstance(c, Candidate) else Candidate.parse(c))
 
@@ -266,16 +266,16 @@ class PrometheusObserver:
             )
             if len(self._pairs) < self.max_label_pairs * 4:
                 self._pairs[key] = pair
-            s = self._s
-            with s.lock:
-                s.attempts.values.setdefault((*pair, "success", spec.REASON_NONE), 0.0)
-                s.attempt_duration.slot((*pair, "success"))
+            m = self._m
+            m.attempts.labels(*pair, "success", spec.REASON_NONE)
+            m.attempt_duration.labels(*pair, "success")
         return pair
 
-    @staticmethod
-    def _ex(value: float) -> Exemplar | None:
-        labels = _exemplar()
-        return Exemplar(labels, value, time.time()) if labels is not None else None
+    def _remember(self, key: tuple[Any, ...], refs: Any) -> Any:
+        """Keep *refs* under *key* (within the cache bound) and return them."""
+        if len(self._refs) < MAX_CACHED_CHILDREN:
+            self._refs[key] = refs
+        return refs
 
     # --- hooks -----------------------------------------------------------------------
 
@@ -293,146 +293,129 @@ class PrometheusObserver:
         """Count the attempt and observe its duration."""
         a = event.attempt
         c = a.candidate
+        # ids of enum members: C-level hashing (an enum member hashes in Python)
+        key = (c.provider, c.model, id(a.outcome), id(a.reason), a.coordination_kind)
+        found = self._attempt_refs.get(key)
+        if found is None:
+            found = self._attempt_ref(a, key)
+        counter, add, hist, add_sum, add_bucket, bounds = found
+        d = a.duration_s
+        # _exemplar() inlined for the common case: no OpenTelemetry context at all
+        ex = None if _trace is None or not _current_context() else _exemplar()
+        if ex is None and add_sum is not None:
+            add(1.0)
+            add_sum(d)
+            add_bucket[bisect_left(bounds, d)](1.0)
+        else:
+            counter.inc(1.0, ex)
+            hist.observe(d, ex)
+
+    def _attempt_ref(self, a: Attempt, key: tuple[str, str, int, int, str | None]) -> tuple[Any, ...]:
+        """The references of one attempt combination (made once)."""
+        c = a.candidate
         outcome = _STR[id(a.outcome)]
-        kind = a.coordination_kind
-        if kind is not None:
-            reason = kind
+        if a.coordination_kind is not None:
+            reason = a.coordination_kind
         elif a.reason is not None:
             reason = _STR[id(a.reason)]
         else:
             reason = spec.REASON_NONE
-        found = self._attempt_slots.get((c.provider, c.model, outcome, reason))
-        if found is None:
-            found = self._attempt_slot(c, outcome, reason)
-        key, slot = found
-        d = a.duration_s
-        i = bisect.bisect_left(self._attempt_bounds, d)
-        labels = _exemplar()
-        s = self._s
-        with s.lock:
-            s.attempts.values[key] += 1.0
-            slot[0][i] += 1
-            slot[1] += d
-            if labels is not None:
-                now = time.time()
-                s.attempts.exemplars[key] = Exemplar(labels, 1.0, now)
-                slot[2][i] = Exemplar(labels, d, now)
-
-    def _attempt_slot(self, c: Candidate, outcome: str, reason: str) -> tuple[tuple[str, ...], list[Any]]:
-        """The counter key and histogram slot of one attempt combination (made once)."""
         p, m = self._pair(c)
-        key = (p, m, outcome, reason)
-        s = self._s
-        with s.lock:
-            s.attempts.values.setdefault(key, 0.0)
-            slot = s.attempt_duration.slot((p, m, outcome))
-        found = (key, slot)
-        if len(self._attempt_slots) < 50_000:
-            self._attempt_slots[(c.provider, c.model, outcome, reason)] = found
+        found = (
+            *_counter(self._m.attempts.labels(p, m, outcome, reason)),
+            *_histogram(self._m.attempt_duration.labels(p, m, outcome)),
+        )
+        if len(self._attempt_refs) < MAX_CACHED_CHILDREN:
+            self._attempt_refs[key] = found
         return found
 
     def candidate_skipped(self, event: CandidateSkipped) -> None:
         """Count the skip (as an attempt with outcome ``skipped`` and as a cooldown skip)."""
         a = event.attempt
-        p, m = self._pair(a.candidate)
+        c = a.candidate
         reason = _STR[id(a.reason)] if a.reason is not None else spec.REASON_NONE
-        s = self._s
-        key, skey = (p, m, "skipped", reason), (p, m, reason)
-        with s.lock:
-            s.attempts.values[key] = s.attempts.values.get(key, 0.0) + 1.0
-            s.cooldown_skips.values[skey] = s.cooldown_skips.values.get(skey, 0.0) + 1.0
+        key = ("skip", c.provider, c.model, reason)
+        found = self._refs.get(key)
+        if found is None:
+            p, m = self._pair(c)
+            found = self._remember(
+                key,
+                (
+                    _counter(self._m.attempts.labels(p, m, "skipped", reason)),
+                    _counter(self._m.cooldown_skips.labels(p, m, reason)),
+                ),
+            )
+        found[0][1](1.0)
+        found[1][1](1.0)
 
     def coordination_aborted(self, event: CoordinationAborted) -> None:
         """Count the abort and the candidates it left untried."""
-        ex = self._ex(1.0)
-        key = (event.kind,)
-        s = self._s
-        with s.lock:
-            s.coordination_aborts.values[key] = s.coordination_aborts.values.get(key, 0.0) + 1.0
-            s.fallbacks_avoided.values[key] = s.fallbacks_avoided.values.get(key, 0.0) + event.untried
-            if ex is not None:
-                s.coordination_aborts.exemplars[key] = ex
+        key = ("coord", event.kind)
+        found = self._refs.get(key)
+        if found is None:
+            m = self._m
+            found = self._remember(
+                key,
+                (
+                    _counter(m.coordination_aborts.labels(event.kind)),
+                    _counter(m.fallbacks_avoided.labels(event.kind)),
+                ),
+            )
+        _inc(found[0], 1.0, _exemplar())
+        if event.untried:
+            found[1][1](float(event.untried))
 
     def run_ended(self, event: RunEnded) -> None:
         """Count the run by outcome; observe its duration and fallback depth."""
         outcome = event.outcome
-        found = self._run_slots.get(id(outcome))
+        found = self._run_refs.get(id(outcome))
         if found is None:
-            found = self._run_slot(outcome)
-        key, slot = found
+            value = str(outcome.value)
+            found = self._run_refs[id(outcome)] = (
+                *_counter(self._m.runs.labels(value)),
+                *_histogram(self._m.run_duration.labels(value)),
+            )
+        counter, add, hist, add_sum, add_bucket, bounds = found
         d = event.duration_s
-        i = bisect.bisect_left(self._run_bounds, d)
-        depth = event.fallback_depth if outcome is _SUCCESS else None
-        depth_i = bisect.bisect_left(self._depth_bounds, depth) if depth is not None else -1
-        labels = _exemplar()
-        s = self._s
-        with s.lock:
-            s.runs.values[key] += 1.0
-            slot[0][i] += 1
-            slot[1] += d
-            if depth is not None:
-                dslot = self._depth_slot
-                dslot[0][depth_i] += 1
-                dslot[1] += depth
-            if labels is not None:
-                now = time.time()
-                s.runs.exemplars[key] = Exemplar(labels, 1.0, now)
-                slot[2][i] = Exemplar(labels, d, now)
-                if depth is not None:
-                    self._depth_slot[2][depth_i] = Exemplar(labels, float(depth), now)
-
-    def _run_slot(self, outcome: RunOutcome) -> tuple[tuple[str, ...], list[Any]]:
-        """The counter key and duration slot of a run outcome (made once)."""
-        key = (str(outcome.value),)
-        s = self._s
-        with s.lock:
-            s.runs.values.setdefault(key, 0.0)
-            slot = s.run_duration.slot(key)
-        found = self._run_slots[id(outcome)] = (key, slot)
-        return found
-
-    def _observe_wait(self, waited: float, labels: dict[str, str] | None) -> None:
-        h = self._s.lock_wait
-        slot = h.data[()]
-        i = bisect.bisect_left(h.bounds, waited)
-        slot[0][i] += 1
-        slot[1] += waited
-        if labels is not None:  # the lock-wait panel links to the turn's trace
-            slot[2][i] = Exemplar(labels, waited, time.time())
+        ex = None if _trace is None or not _current_context() else _exemplar()
+        if ex is None and add_sum is not None:
+            add(1.0)
+            add_sum(d)
+            add_bucket[bisect_left(bounds, d)](1.0)
+        else:
+            counter.inc(1.0, ex)
+            hist.observe(d, ex)
+        depth = event.fallback_depth
+        if outcome is _SUCCESS and depth is not None:
+            hist, add_sum, add_bucket, bounds = self._depth
+            if ex is None and add_sum is not None:
+                add_sum(depth)
+                add_bucket[bisect_left(bounds, depth)](1.0)
+            else:
+                hist.observe(depth, ex)
 
     def lock_acquired(self, event: LockAcquired) -> None:
-        """Observe the lock wait."""
-        labels = _exemplar()
-        with self._s.lock:
-            self._observe_wait(event.waited_s, labels)
+        """Observe the lock wait (the lock-wait panel links to the turn's trace)."""
+        _observe(self._m.lock_wait_ref, event.waited_s, _exemplar())
 
     def lock_timed_out(self, event: LockTimedOut) -> None:
         """Observe the wait and count the timeout."""
-        labels = _exemplar()
-        ex = Exemplar(labels, 1.0, time.time()) if labels is not None else None
-        s = self._s
-        with s.lock:
-            self._observe_wait(event.waited_s, labels)
-            s.lock_timeouts.values[()] += 1.0
-            if ex is not None:
-                s.lock_timeouts.exemplars[()] = ex
+        ex = _exemplar()
+        _observe(self._m.lock_wait_ref, event.waited_s, ex)
+        _inc(self._m.lock_timeouts_ref, 1.0, ex)
 
     def stale_lock_reclaimed(self, event: StaleLockReclaimed) -> None:
         """Count the reclaim by reason."""
-        key = (event.reason,)
-        s = self._s
-        with s.lock:
-            s.stale.values[key] = s.stale.values.get(key, 0.0) + 1.0
+        key = ("stale", event.reason)
+        ref = self._refs.get(key)
+        if ref is None:
+            ref = self._remember(key, _counter(self._m.stale.labels(event.reason)))
+        ref[1](1.0)
 
     def fence_checked(self, event: FenceChecked) -> None:
         """Count takeovers."""
         if event.takeover:
-            ex = self._ex(1.0)
-            s = self._s
-            with s.lock:
-                s.takeovers.values[()] += 1.0
-                if ex is not None:
-                    s.takeovers.exemplars[()] = ex
+            _inc(self._m.takeovers_ref, 1.0, _exemplar())
 
     def observer_failed(self, event: ObserverFailed) -> None:
         """Count another observer's failure."""
@@ -440,7 +423,8 @@ class PrometheusObserver:
 
     def count_error(self, component: str) -> None:
         """Count a telemetry failure of *component* (e.g. an exporter)."""
-        key = (component,)
-        s = self._s
-        with s.lock:
-            s.telemetry_errors.values[key] = s.telemetry_errors.values.get(key, 0.0) + 1.0
+        key = ("tel", component)
+        ref = self._refs.get(key)
+        if ref is None:
+            ref = self._remember(key, _counter(self._m.telemetry_errors.labels(component)))
+        ref[1](1.0)
