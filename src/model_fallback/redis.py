@@ -38,12 +38,14 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
+import anyio.to_thread
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -77,6 +79,16 @@ def _spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
     return task
+
+
+async def _bounded(aw: Awaitable[T], seconds: float) -> T:
+    """``await aw``, at most *seconds* (``TimeoutError`` past them).
+
+    ``asyncio.timeout`` rather than ``wait_for``: no task of its own, so a command that fails
+    just as its session is torn down leaves no "exception was never retrieved" behind.
+    """
+    async with asyncio.timeout(seconds):
+        return await aw
 
 
 def _safe_url(url: str) -> str:
@@ -190,7 +202,7 @@ class RedisCooldownStore:
         resync_interval: float | None = 60.0,
         connect_timeout: float = 1.0,
         command_timeout: float = 1.0,
-        max_backoff: float = 2.0,
+        max_backoff: float = 1.0,
         max_pending: int = 10_000,
         observers: Iterable[object] = (),
         client_options: dict[str, Any] | None = None,
@@ -238,10 +250,12 @@ class RedisCooldownStore:
         # Redis's order (ours is not applied yet or its echo is still on its way) and are
         # ignored, so that the mirror ends on the value Redis ends on.
         self._inflight: dict[str, int] = {}
+        # The store's own thread and event loop, where every Redis command runs.
+        self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
         self._wakeup: asyncio.Event | None = None
-        self._synced: asyncio.Event | None = None
+        self._wake_pending = False  # a wake-up is on its way to the writer (one syscall per batch)
+        self._synced = threading.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._connected = False
@@ -258,6 +272,8 @@ class RedisCooldownStore:
         self.writes = 0
         #: writes dropped because more than max_pending keys were waiting
         self.dropped = 0
+        #: when (``time.monotonic()``) the mirror was last loaded after a (re)connection
+        self.synced_at: float | None = None
 
     # --- the CooldownStore protocol (synchronous, the driver's path) ------------------
 
@@ -269,15 +285,17 @@ class RedisCooldownStore:
         """Store *entry* under *key*: in the mirror now, in Redis in the background."""
         with self._guard:
             self._entries[key] = entry
-            self._enqueue(self._cd_prefix + key, "set", key, entry, entry.until_wall)
-        self._wake()
+            wake = self._enqueue(self._cd_prefix + key, "set", key, entry, entry.until_wall)
+        if wake:
+            self._wake()
 
     def delete(self, key: str) -> None:
         """Forget *key*: in the mirror now, in Redis in the background."""
         with self._guard:
             self._entries.pop(key, None)
-            self._enqueue(self._cd_prefix + key, "del", key, None, 0.0)
-        self._wake()
+            wake = self._enqueue(self._cd_prefix + key, "del", key, None, 0.0)
+        if wake:
+            self._wake()
 
     def claim_probe(self, key: str, until_wall: float) -> bool:
         """Claim the one probe of the cooldown of *key* ending at *until_wall*.
@@ -290,8 +308,9 @@ class RedisCooldownStore:
             if held is not None and held[1] == until_wall and held[0] != self._origin:
                 return False
             self._claims[key] = (self._origin, until_wall)
-            self._enqueue(self._probe_prefix + key, "probe", key, None, until_wall)
-        self._wake()
+            wake = self._enqueue(self._probe_prefix + key, "probe", key, None, until_wall)
+        if wake:
+            self._wake()
         return True
 
     def release_probe(self, key: str) -> None:
@@ -301,8 +320,9 @@ class RedisCooldownStore:
             if held is None or held[0] != self._origin:
                 return
             del self._claims[key]
-            self._enqueue(self._probe_prefix + key, "unprobe", key, None, held[1])
-        self._wake()
+            wake = self._enqueue(self._probe_prefix + key, "unprobe", key, None, held[1])
+        if wake:
+            self._wake()
 
     def probe_claim(self, key: str) -> tuple[str, float] | None:
         """Who claimed the probe of *key*'s cooldown, as the mirror knows it: ``(origin,
@@ -335,6 +355,7 @@ class RedisCooldownStore:
             "pending": len(self._pending),
             "dropped": self.dropped,
             "entries": len(self._entries),
+            "synced_at": self.synced_at,
         }
 
     def __repr__(self) -> str:
@@ -355,40 +376,67 @@ class RedisCooldownStore:
         await self.aclose()
 
     async def start(self) -> None:
-        """Connect and load the mirror (waiting at most ``connect_timeout`` for it: Redis
-        unreachable at start is counted and retried in the background, never raised)."""
-        if self._task is not None:
+        """Start the store's thread, which connects and loads the mirror; wait at most
+        ``connect_timeout + command_timeout`` for that (Redis unreachable at start is logged,
+        counted and retried in the background, never raised).
+
+        Every Redis command runs on that thread's own event loop: a write's system calls, a
+        reconnection attempt or a reload never take a moment of the loop that runs your
+        fallback runs (which may be asyncio or trio: this waits with anyio).
+        """
+        if self._thread is not None:
             raise RuntimeError("this RedisCooldownStore is already started")
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self._wakeup = asyncio.Event()
-        self._synced = asyncio.Event()
         self._closing = False
-        self._task = asyncio.create_task(self._supervise(), name=f"RedisCooldownStore({self.namespace})")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._synced.wait(), self.connect_timeout + self.command_timeout)
+        self._synced.clear()
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(ready,), name=f"RedisCooldownStore({self.namespace})", daemon=True
+        )
+        self._thread.start()
+        await anyio.to_thread.run_sync(ready.wait)
+        await anyio.to_thread.run_sync(self._synced.wait, self.connect_timeout + self.command_timeout)
         if not self._connected:
             _log.warning(
                 "cooldown store %s: Redis not reachable at start; going on with local cooldowns",
                 _safe_url(self.url),
             )
 
+    def _thread_main(self, ready: threading.Event) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._wakeup = asyncio.Event()
+            self._task = asyncio.current_task()
+            ready.set()
+            try:
+                await self._supervise()
+            finally:
+                await self._disconnect()
+
+        try:
+            asyncio.run(main())
+        except asyncio.CancelledError:
+            pass
+        finally:
+            ready.set()
+            self._loop = self._wakeup = self._task = None
+
     async def aclose(self, flush_timeout: float = 1.0) -> None:
-        """Write what is queued (bounded by *flush_timeout*), then disconnect."""
-        task = self._task
-        if task is None:
+        """Write what is queued (waiting at most *flush_timeout*), then disconnect and stop
+        the store's thread. The mirror stays readable (as local state)."""
+        thread = self._thread
+        if thread is None:
             return
         deadline = time.monotonic() + flush_timeout
         while self._pending and self._connected and time.monotonic() < deadline:
             self._wake()
-            await asyncio.sleep(0.005)
+            await anyio.sleep(0.005)
         self._closing = True
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        self._task = None
-        self._loop = None
-        self._loop_thread = None
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            with contextlib.suppress(RuntimeError):  # its loop already ended
+                loop.call_soon_threadsafe(task.cancel)
+        await anyio.to_thread.run_sync(thread.join, 5.0)
+        self._thread = None
 
     async def wait_synced(self, within: float) -> bool:
         """Wait (at most *within* seconds) until the store is connected and its mirror
@@ -397,13 +445,13 @@ class RedisCooldownStore:
         while not self._connected:
             if time.monotonic() >= deadline:
                 return False
-            await asyncio.sleep(0.01)
+            await anyio.sleep(0.005)
         return True
 
     # --- writes --------------------------------------------------------------------------
 
-    def _enqueue(self, rkey: str, op: str, key: str, entry: CooldownEntry | None, until_wall: float) -> None:
-        """Queue a write (caller holds _guard)."""
+    def _enqueue(self, rkey: str, op: str, key: str, entry: CooldownEntry | None, until_wall: float) -> bool:
+        """Queue a write (caller holds _guard); True when the writer needs a wake-up."""
         self._seq += 1
         if rkey in self._pending:
             del self._pending[rkey]  # coalesced: only the last write of a key is sent
@@ -415,16 +463,17 @@ class RedisCooldownStore:
             self._count(None)
         self._pending[rkey] = _Op(self._seq, op, key, entry, until_wall)
         self._inflight[rkey] = self._seq
+        wake = not self._wake_pending
+        self._wake_pending = True
+        return wake
 
     def _wake(self) -> None:
+        """Wake the writer on the store's thread."""
         loop, wakeup = self._loop, self._wakeup
         if loop is None or wakeup is None:
             return
-        if threading.get_ident() == self._loop_thread:
-            wakeup.set()
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(wakeup.set)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(wakeup.set)
 
     def _message(self, op: _Op) -> str:
         value: Any = None
@@ -461,7 +510,7 @@ class RedisCooldownStore:
                 else:
                     pipe.delete(rkey)
                     pipe.publish(self._channel, message)
-            await asyncio.wait_for(pipe.execute(), self.command_timeout)
+            await _bounded(pipe.execute(), self.command_timeout)
             with self._guard:
                 for rkey, op in batch:
                     current = self._pending.get(rkey)
@@ -475,6 +524,8 @@ class RedisCooldownStore:
         while True:
             await wakeup.wait()
             wakeup.clear()
+            with self._guard:
+                self._wake_pending = False
             await self._flush(client)
 
     async def _restore_after_restart(self, client: Any) -> None:
@@ -506,7 +557,7 @@ class RedisCooldownStore:
                 self._channel,
                 message,
             )
-        await asyncio.wait_for(pipe.execute(), self.command_timeout)
+        await _bounded(pipe.execute(), self.command_timeout)
         _log.info("cooldown store: Redis restarted empty; restored %d live cooldown(s)", len(live))
 
     # --- reads from Redis ----------------------------------------------------------------
@@ -525,11 +576,11 @@ class RedisCooldownStore:
                 ]
             )
 
-        await asyncio.wait_for(scan(), self.command_timeout * 5)
+        await _bounded(scan(), self.command_timeout * 5)
         values: list[Any] = []
         for i in range(0, len(keys), 1000):
             chunk = keys[i : i + 1000]
-            values.extend(await asyncio.wait_for(client.mget(chunk), self.command_timeout))
+            values.extend(await _bounded(client.mget(chunk), self.command_timeout))
         entries: dict[str, CooldownEntry] = {}
         claims: dict[str, tuple[str, float]] = {}
         bad = 0
@@ -633,14 +684,13 @@ class RedisCooldownStore:
                 self._count(exc)
             finally:
                 self._connected = False
-                await self._disconnect()
+                await self._drop_connections()
             if time.monotonic() - began > 5.0:
                 delay = 0.05  # it was up for a while: this is a new outage
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
 
-    async def _session(self) -> None:
-        """One connection: subscribe, write back, reload, then follow the channel and write."""
+    def _make_client(self) -> Any:
         options: dict[str, Any] = {
             "socket_timeout": self.command_timeout,
             "socket_connect_timeout": self.connect_timeout,
@@ -648,23 +698,32 @@ class RedisCooldownStore:
             "health_check_interval": 0,
         }
         options.update(self._client_options)
-        client: Any = aioredis.Redis.from_url(self.url, **options)
-        self._client = client
-        info = await asyncio.wait_for(client.info("server"), self.command_timeout + self.connect_timeout)
+        return aioredis.Redis.from_url(self.url, **options)
+
+    async def _session(self) -> None:
+        """One connection: subscribe, write back, reload, then follow the channel and write."""
+        # One client for the store's life: building one costs about a millisecond of this
+        # event loop's time, too much to pay at every reconnection attempt of an outage.
+        if self._client is None:
+            self._client = self._make_client()
+        client = self._client
+        info = await _bounded(client.info("server"), self.command_timeout + self.connect_timeout)
         run_id = str(info.get("run_id", "")) or None
         pubsub: Any = client.pubsub(ignore_subscribe_messages=True)
         try:
-            await asyncio.wait_for(pubsub.subscribe(self._channel), self.command_timeout)
+            await _bounded(pubsub.subscribe(self._channel), self.command_timeout)
             with self._guard:
                 # Echoes of writes sent on a connection that dropped may never come: only
                 # what is still queued is on its way now.
                 self._inflight = {rkey: op.seq for rkey, op in self._pending.items()}
+                self._wake_pending = False  # what is queued now is flushed below; later writes wake
             restarted = self._run_id is not None and run_id is not None and run_id != self._run_id
             self._run_id = run_id
             if restarted:
                 await self._restore_after_restart(client)
             await self._flush(client)
             await self._load(client)
+            self.synced_at = time.monotonic()
             self._connected = True
             if self._down_since is not None:
                 _log.warning(
@@ -674,7 +733,6 @@ class RedisCooldownStore:
                     len(self._entries),
                 )
                 self._down_since = None
-            assert self._synced is not None
             self._synced.set()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._writer(client))
@@ -682,7 +740,7 @@ class RedisCooldownStore:
         finally:
             self._connected = False
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), 1.0)
+                await _bounded(pubsub.aclose(), 1.0)
 
     async def _listen(self, pubsub: Any, client: Any) -> None:
         interval = self.resync_interval
@@ -695,11 +753,18 @@ class RedisCooldownStore:
                 await self._load(client)
                 next_resync = time.monotonic() + interval
 
+    async def _drop_connections(self) -> None:
+        """Close the pool's connections (the next session connects afresh)."""
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await _bounded(client.connection_pool.disconnect(), 1.0)
+
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.aclose(), 1.0)
+                await _bounded(client.aclose(), 1.0)
 
 
 def _entry_json(entry: CooldownEntry) -> dict[str, Any]:
@@ -859,7 +924,7 @@ class RedisSessionLock:
         releasing, self._releasing = self._releasing, None
         if releasing is not None and not releasing.done():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(releasing), self.acquire_timeout)
+                await _bounded(asyncio.shield(releasing), self.acquire_timeout)
         token = f"{_HOST}:{os.getpid()}:{secrets.token_hex(12)}"
         start_ns = time.time_ns()
         t0 = time.monotonic()
@@ -903,7 +968,7 @@ class RedisSessionLock:
         owner: Any = None
         if error is None:
             with contextlib.suppress(Exception):
-                owner = await asyncio.wait_for(self.client.get(self.key), 1.0)
+                owner = await _bounded(self.client.get(self.key), 1.0)
         if isinstance(owner, bytes):
             owner = owner.decode("utf-8", "replace")
         pid: int | None = None
@@ -977,9 +1042,7 @@ class RedisSessionLock:
             raise RuntimeError(f"this RedisSessionLock does not hold {self.key}")
         sent = time.monotonic()
         try:
-            extended = await asyncio.wait_for(
-                self._extend(keys=[self.key], args=[token, self._ttl_ms]), self.ttl / 3
-            )
+            extended = await _bounded(self._extend(keys=[self.key], args=[token, self._ttl_ms]), self.ttl / 3)
         except (RedisError, TimeoutError):
             extended = None
         if extended is not None and self._token == token:
@@ -1016,7 +1079,7 @@ class RedisSessionLock:
         if lost:
             return
         try:
-            await asyncio.wait_for(self._release(keys=[self.key], args=[token]), self.ttl)
+            await _bounded(self._release(keys=[self.key], args=[token]), self.ttl)
         except (RedisError, TimeoutError) as exc:
             _log.warning(
                 "session lock %s: release failed (%s); it expires within ttl", self.key, _describe(exc)
@@ -1052,7 +1115,7 @@ async def _renew(
         del lock
         sent = time.monotonic()
         try:
-            extended = await asyncio.wait_for(extend(keys=[key], args=[token, ttl_ms]), interval)
+            extended = await _bounded(extend(keys=[key], args=[token, ttl_ms]), interval)
         except (RedisError, TimeoutError):
             interval = max(ttl / 10, 0.005)  # try again sooner; the lease runs out meanwhile
             continue
