@@ -294,3 +294,52 @@ def test_version_and_help() -> None:
     assert h.returncode == 0 and "--scenario" in h.stdout and "lock-storm" in h.stdout
     n = subprocess.run(CMD, capture_output=True, text=True, timeout=60)
     assert n.returncode == 2
+
+
+@pytest.mark.slow
+def test_hold_prints_the_report_when_the_run_ends_and_exits_0_on_ctrl_c() -> None:
+    """--hold: the report is printed as soon as the run ends (not at Ctrl-C), the hold time
+    is not run time, and Ctrl-C during the hold is a normal exit (0), not "interrupted"."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*CMD, "simulate", "--duration", "3", "--metrics-port", str(port), "--hold", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = []  # the JSON report, printed when the run ends (the process then holds)
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("}"):
+                break
+        report = json.loads("".join(lines))
+        assert report["interrupted"] is False
+        assert report["elapsed_s"] < 10, report["elapsed_s"]
+        time.sleep(3)  # holding: /metrics still answers
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            assert b"model_fallback_runs_total" in resp.read()
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "interrupted" not in err.lower() and "Traceback" not in err
+
+
+def test_dir_naming_a_file_says_it_is_a_file(tmp_path: Path) -> None:
+    """--dir pointing at a regular file: the message says so (not "must be empty")."""
+    f = tmp_path / "notes.txt"
+    f.write_text("precious")
+    proc = simulate("--dir", str(f), "--metrics-port", "0", timeout=60)
+    assert proc.returncode == 2 and "is a file" in proc.stderr, proc.stderr
+    assert f.read_text() == "precious"
+
+
+def test_help_lists_the_fault_kinds() -> None:
+    """simulate --help names every fault kind --fault accepts."""
+    from model_fallback.simulate._faults import FAULT_KINDS
+
+    h = subprocess.run([*CMD, "simulate", "--help"], capture_output=True, text=True, timeout=60)
+    help_text = " ".join(h.stdout.split())
+    missing = [k for k in FAULT_KINDS if k not in help_text]
+    assert not missing, missing

@@ -107,7 +107,7 @@ def _candidate(text: str) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``model-fallback`` command."""
-    from model_fallback.simulate import SCENARIOS
+    from model_fallback.simulate import FAULT_KINDS, SCENARIOS
 
     parser = argparse.ArgumentParser(
         prog="model-fallback",
@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_fault,
         default=[],
         metavar="[PROVIDER:]KIND=RATE",
-        help="override a provider fault rate (0..1), e.g. rate_limit=0.2 or openai:hang=0.05",
+        help="override a provider fault rate (0..1), e.g. rate_limit=0.2 or openai:hang=0.05; "
+        f"kinds: {', '.join(FAULT_KINDS)}",
     )
     sim.add_argument(
         "--takeover-rate",
@@ -296,7 +297,9 @@ def _config(args: argparse.Namespace) -> Any:
     if args.dir is not None:
         d = args.dir
         try:
-            if d.exists() and (not d.is_dir() or any(d.iterdir())):
+            if d.exists() and not d.is_dir():
+                raise UsageError(f"--dir {d} is a file, not a directory: name a new or empty directory")
+            if d.exists() and any(d.iterdir()):
                 raise UsageError(f"--dir {d} must be a new or empty directory")
         except OSError as exc:
             raise UsageError(f"--dir {d}: cannot use it: {exc.strerror or exc}") from None
@@ -393,14 +396,42 @@ def _simulate(args: argparse.Namespace) -> int:
     timeline = Timeline(config.candidates, started=stats.started)
     workload = Workload(config, stats, [*handle.observers, timeline] if html else handle.observers)
 
+    report: dict[str, Any] | None = None
+
+    def finish_run() -> None:
+        """The report (and the HTML page) of the run as it ended: printed at once, so a
+        --hold that follows neither delays it nor counts as run time."""
+        nonlocal report
+        workload.close()
+        report = stats.report(
+            scenario=config.scenario, seed=config.seed, interrupted=interrupted, config=config.as_dict()
+        )
+        if args.json:
+            sys.stdout.write(dumps(report) + "\n")
+        else:
+            if progress:
+                sys.stderr.write("\n")
+            sys.stdout.write(format_report(report) + "\n")
+        sys.stdout.flush()
+        if html is not None:
+            from model_fallback.simulate import write_html
+
+            timeline.finish()
+            write_html(html, timeline, stats, config, interrupted=interrupted)
+            print(f"wrote {html}", file=sys.stderr)
+
     async def main() -> None:
         nonlocal interrupted
         async with anyio.create_task_group() as tg:
+            holding = False
 
             async def signals() -> None:
                 nonlocal interrupted
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
                     async for _ in received:
+                        if holding:  # Ctrl-C ends the hold: the run itself finished normally
+                            tg.cancel_scope.cancel()
+                            return
                         if interrupted:  # a second Ctrl-C: stop waiting for turns in flight
                             tg.cancel_scope.cancel()
                             return
@@ -408,38 +439,30 @@ def _simulate(args: argparse.Namespace) -> int:
                         workload.stop.set()
 
             tg.start_soon(signals)
+            live = anyio.CancelScope()
             if progress:
-                tg.start_soon(_progress, stats, config)
+
+                async def show_progress() -> None:
+                    with live:
+                        await _progress(stats, config)
+
+                tg.start_soon(show_progress)
             await workload.run()
+            live.cancel()  # the live line stops with the run
+            finish_run()
             if args.hold and not interrupted:
+                holding = True
                 print("run finished; still serving /metrics — Ctrl-C to exit", file=sys.stderr)
-                hold = anyio.Event()
-                workload.stop = hold
-                await hold.wait()
+                await anyio.sleep_forever()
             tg.cancel_scope.cancel()
 
     try:
         anyio.run(main)
     finally:
-        workload.close()
-    report = stats.report(
-        scenario=config.scenario, seed=config.seed, interrupted=interrupted, config=config.as_dict()
-    )
-    if args.json:
-        sys.stdout.write(dumps(report) + "\n")
-    else:
-        if progress:
-            sys.stderr.write("\n")
-        sys.stdout.write(format_report(report) + "\n")
-    sys.stdout.flush()
+        if report is None:  # the run did not get to its end (a second Ctrl-C): report what ran
+            finish_run()
     handle.shutdown()
-    if html is not None:
-        from model_fallback.simulate import write_html
-
-        timeline.finish()
-        write_html(html, timeline, stats, config, interrupted=interrupted)
-        print(f"wrote {html}", file=sys.stderr)
-    return EXIT_INTERRUPTED if interrupted and not args.hold else 0
+    return EXIT_INTERRUPTED if interrupted else 0
 
 
 def _html_path(args: argparse.Namespace, unavailable: str | None) -> Path | None:
