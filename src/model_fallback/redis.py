@@ -3,14 +3,15 @@
 * :class:`RedisCooldownStore` — a :class:`~model_fallback.cooldown.CooldownStore` that shares
   cooldowns (and the one probe of each cooldown) between every process and host on one Redis.
   The driver reads a local mirror, so a run makes no Redis round trip; writes go to the
-  mirror at once and to Redis from a background task; other processes' writes arrive by
+  mirror at once and to Redis from the store's own thread; other processes' writes arrive by
   pub/sub. Redis down, slow or restarted never fails or slows a run.
 * :class:`RedisSessionLock` — the session write lock for transcripts shared between hosts:
   ``SET key token NX PX ttl``, renewed while held, released only by its holder.
 
-Only this module imports redis; the core (driver, cooldown, session) never does. It needs
-asyncio (redis-py's client is asyncio-only): enter the store and use the lock from the event
-loop that runs your fallback runs.
+Only this module imports redis; the core (driver, cooldown, session) never does. The store
+talks to Redis from a thread of its own (its own asyncio loop), so it serves runs on any
+event loop (asyncio or trio) and any thread. The lock uses the ``redis.asyncio`` client you
+give it, so it runs on asyncio.
 
 Redis layout of the store (``ns`` is the namespace, default ``model_fallback``):
 
@@ -121,6 +122,11 @@ def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
+# The writer's lingering after a write: how long, and how often it looks for more.
+_LINGER_S = 0.05
+_POLL_S = 0.001
+
+
 class _Op(NamedTuple):
     """A write not yet confirmed by Redis."""
 
@@ -159,9 +165,10 @@ class RedisCooldownStore:
     * **Reads** (every candidate of every run: :meth:`get`) are a dict lookup in the mirror;
       a healthy run makes no Redis command at all.
     * **Writes** (:meth:`set`, :meth:`delete`, probe claims) update the mirror at once and are
-      queued, coalesced per key, for a background task that writes them with their
+      queued, coalesced per key, for the store's thread, which writes them with their
       ``PUBLISH`` in one ``MULTI``/``EXEC``. The tracker's methods stay synchronous and never
-      wait on Redis.
+      wait on Redis; the system calls of Redis I/O, reconnection attempts and reloads run on
+      that thread, not on the loop of your runs.
     * **Redis down, slow or restarted**: runs go on with the mirror (this process's own writes
       included); every failed connection or write counts one error under
       ``model_fallback_telemetry_errors_total{component="cooldown_store"}`` (see
@@ -524,9 +531,21 @@ class RedisCooldownStore:
         while True:
             await wakeup.wait()
             wakeup.clear()
-            with self._guard:
-                self._wake_pending = False
-            await self._flush(client)
+            # Waking this thread costs the writing thread a system call (~0.1 ms on a busy
+            # VM). While writes keep coming, linger and look every millisecond instead, with
+            # _wake_pending left set so that writers do not wake us.
+            linger_until = time.monotonic() + _LINGER_S
+            while True:
+                await self._flush(client)
+                if time.monotonic() >= linger_until:
+                    with self._guard:
+                        if not self._pending:
+                            self._wake_pending = False
+                            break
+                    continue
+                await asyncio.sleep(_POLL_S)
+                if self._pending:
+                    linger_until = time.monotonic() + _LINGER_S
 
     async def _restore_after_restart(self, client: Any) -> None:
         """Redis came back without our data: put back the live cooldowns we know (NX)."""
@@ -649,7 +668,7 @@ class RedisCooldownStore:
                 if held is not None and held[0] == claim[0]:
                     del self._claims[key]
 
-    # --- the background task ---------------------------------------------------------------
+    # --- the store's thread ---------------------------------------------------------------
 
     def _count(self, exc: BaseException | None) -> None:
         self.errors += 1
