@@ -323,7 +323,7 @@ ATTEMPTS = (
 )
 
 
-# DESIGN §6's series, as dashboards and alert rules query them.
+# DESIGN §6's series and §9's streaming ones, as dashboards and alert rules query them.
 DESIGN_SERIES = frozenset(
     {
         "model_fallback_runs_total",
@@ -339,6 +339,8 @@ DESIGN_SERIES = frozenset(
         "model_fallback_session_takeovers_total",
         "model_fallback_session_stale_locks_reclaimed_total",
         "model_fallback_telemetry_errors_total",
+        "model_fallback_time_to_first_chunk_seconds",
+        "model_fallback_stream_interruptions_total",
     }
 )
 NAMING_PROBE_SERVICE = "model-fallback-naming-probe"
@@ -352,7 +354,7 @@ def emit_naming_probe(meter_provider: Any) -> None:
     from model_fallback import telemetry_spec
 
     meter = meter_provider.get_meter("model_fallback", "test")
-    for spec in (*telemetry_spec.METRICS, telemetry_spec.GENAI_OPERATION_DURATION):
+    for spec in (*telemetry_spec.METRICS, *telemetry_spec.GENAI_METRICS):
         labels = dict.fromkeys(spec.labels, "probe")
         if spec.kind == "counter":
             meter.create_counter(spec.otel, unit=spec.unit, description=spec.description).add(1, labels)
@@ -561,7 +563,7 @@ def test_every_spec_metric_gets_its_prometheus_name_and_labels(stack: Stack) -> 
             if family.type == "histogram":
                 name = family.name  # the base of _bucket/_sum/_count
             seen.setdefault(name, set()).update(set(sample.labels) - {"job", "instance", "le"})
-    specs = (*telemetry_spec.METRICS, telemetry_spec.GENAI_OPERATION_DURATION)
+    specs = (*telemetry_spec.METRICS, *telemetry_spec.GENAI_METRICS)
     assert {spec.prometheus for spec in telemetry_spec.METRICS} == DESIGN_SERIES
     assert set(seen) == {spec.prometheus for spec in specs}
     for spec in specs:

@@ -445,7 +445,8 @@ def test_promtool_finds_no_problem_in_the_exposition(tmp_path: Path) -> None:
 
 
 def test_otel_path_translates_to_the_same_families_and_labels() -> None:
-    """Through opentelemetry-exporter-prometheus, the OTel path yields the native names and label keys."""
+    """Through opentelemetry-exporter-prometheus, the OTel path yields the native names and label
+    keys: every series of the spec, the streaming ones (DESIGN §9) included."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
     otel_reg, native_reg = CollectorRegistry(), CollectorRegistry()
@@ -468,6 +469,17 @@ def test_otel_path_translates_to_the_same_families_and_labels() -> None:
         cd = mf.CooldownTracker()
         cd.record_failure(mf.Candidate.parse(CHAIN[0]), mf.FailoverReason.RATE_LIMIT)
         await mf.run_with_model_fallback(script({}), CHAIN, observers=observers, cooldowns=cd)
+
+        async def interrupted_stream(c: mf.Candidate) -> Any:  # DESIGN §9: ttft + an interruption
+            yield "first"
+            raise http_error(500, "stream broke")
+
+        with pytest.raises(mf.StreamInterruptedError):
+            async with mf.stream_with_model_fallback(
+                interrupted_stream, CHAIN, observers=observers
+            ) as stream:
+                async for _ in stream:
+                    pass
         for o in observers:
             o.lock_acquired(ev.LockAcquired("s", 0.01, 0, 1))
             o.lock_timed_out(ev.LockTimedOut("s", 0.5, 1, True, 0, 1))

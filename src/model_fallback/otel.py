@@ -5,7 +5,8 @@ exporters and providers (inject them, or let the global ones apply). Per run:
 
 * a run span ``model_fallback.run`` (INTERNAL), child of the caller's current span, current
   around the attempts; status ERROR only when the run ended ``exhausted``,
-  ``coordination_abort`` or ``aborted``;
+  ``coordination_abort``, ``aborted``, ``caller_error`` or ``interrupted`` (a stream that
+  failed after its first chunk);
 * one attempt span ``{operation} {model}`` (CLIENT) per called candidate, current during the
   provider call (so provider SDK spans nest under it), with the GenAI semconv v1.41
   attributes and ``error.type`` = the failure reason. **Status ERROR only when the provider
@@ -13,12 +14,17 @@ exporters and providers (inject them, or let the global ones apply). Per run:
   ``model_fallback.coordination.kind``; the run span carries the error. Span-derived
   per-model error rates therefore never count lock contention as a model failure.
   Cancellation ends the spans with outcome ``cancelled`` and no error;
+* a stream's attempt span (:func:`~model_fallback.stream_with_model_fallback`) lasts until the
+  stream ends and gets, then and once, ``gen_ai.request.stream``,
+  ``gen_ai.response.time_to_first_chunk`` and ``model_fallback.stream.chunks``; it is ERROR
+  when the stream was interrupted by a provider failure. Nothing is sent per chunk;
 * skipped candidates are events on the run span; session lock acquisitions and fence
   verifications are INTERNAL spans (a takeover or lock timeout is an ERROR there).
 
 Metrics go through the meter with the names of :mod:`model_fallback.telemetry_spec`, which
 translate to the same Prometheus series as :class:`~model_fallback.prometheus.PrometheusObserver`,
-plus ``gen_ai.client.operation.duration`` per attempt. Error text is redacted and capped.
+plus ``gen_ai.client.operation.duration`` per attempt and
+``gen_ai.client.operation.time_to_first_chunk`` per stream. Error text is redacted and capped.
 """
 
 from __future__ import annotations
@@ -53,7 +59,13 @@ __all__ = ["OTelObserver"]
 
 A = spec.ATTRIBUTES
 _ERROR_RUN_OUTCOMES = frozenset(
-    {RunOutcome.EXHAUSTED, RunOutcome.COORDINATION_ABORT, RunOutcome.ABORTED, RunOutcome.CALLER_ERROR}
+    {
+        RunOutcome.EXHAUSTED,
+        RunOutcome.COORDINATION_ABORT,
+        RunOutcome.ABORTED,
+        RunOutcome.CALLER_ERROR,
+        RunOutcome.INTERRUPTED,
+    }
 )
 _FAILED = frozenset({Outcome.PROVIDER_FAILURE, Outcome.ABORTED})
 _MAX_OPEN_RUNS = 100_000
@@ -135,13 +147,17 @@ class OTelObserver(Observer):
                     description=m.description,
                     explicit_bucket_boundaries_advisory=list(m.buckets),
                 )
-        g = spec.GENAI_OPERATION_DURATION
-        self._genai = meter.create_histogram(
-            g.otel,
-            unit=g.unit,
-            description=g.description,
-            explicit_bucket_boundaries_advisory=list(g.buckets),
-        )
+        genai = {
+            g.otel: meter.create_histogram(
+                g.otel,
+                unit=g.unit,
+                description=g.description,
+                explicit_bucket_boundaries_advisory=list(g.buckets),
+            )
+            for g in spec.GENAI_METRICS
+        }
+        self._genai = genai[spec.GENAI_OPERATION_DURATION.otel]
+        self._genai_ttft = genai[spec.GENAI_TIME_TO_FIRST_CHUNK.otel]
         self._runs_c = made[spec.RUNS.otel]
         self._attempts_c = made[spec.ATTEMPTS.otel]
         self._coord_c = made[spec.COORDINATION_ABORTS.otel]
@@ -155,6 +171,8 @@ class OTelObserver(Observer):
         self._takeovers_c = made[spec.SESSION_TAKEOVERS.otel]
         self._stale_c = made[spec.SESSION_STALE_RECLAIMED.otel]
         self._telemetry_c = made[spec.TELEMETRY_ERRORS.otel]
+        self._ttft_h = made[spec.TIME_TO_FIRST_CHUNK.otel]
+        self._interruptions_c = made[spec.STREAM_INTERRUPTIONS.otel]
         self._open: OrderedDict[int, _Run] = OrderedDict()
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
         self._attempt_attrs: dict[tuple[str, str, str, str], tuple[dict[str, Any], ...]] = {}
@@ -229,7 +247,10 @@ class OTelObserver(Observer):
             run.attempt, run.attempt_token = span, token
 
     def attempt_ended(self, event: AttemptEnded) -> None:
-        """Finish the attempt span and record the attempt metrics (inside it: exemplars)."""
+        """Finish the attempt span and record the attempt metrics (inside it: exemplars).
+
+        A stream's attempt ends when the stream does: its span gets the streaming attributes
+        here, once, and the stream's metric points are recorded (nothing per chunk)."""
         a = event.attempt
         run = self._open.get(event.run_id)
         span = run.attempt if run is not None else None
@@ -237,15 +258,20 @@ class OTelObserver(Observer):
         outcome_s = _STR[id(outcome)]
         kind = a.coordination_kind
         reason = kind or (_STR[id(a.reason)] if a.reason is not None else spec.REASON_NONE)
+        chunks = event.chunks
         if span is not None and span.is_recording():
+            # One set_attributes call: each span mutation takes the span's lock.
+            attrs: dict[str, Any] = {A.ATTEMPT_OUTCOME: outcome_s}
+            if chunks is not None:
+                attrs[A.GEN_AI_REQUEST_STREAM] = True
+                attrs[A.STREAM_CHUNKS] = chunks
+                if event.time_to_first_chunk_s is not None:
+                    attrs[A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = event.time_to_first_chunk_s
             if kind is not None:
-                span.set_attributes({A.ATTEMPT_OUTCOME: outcome_s, A.COORDINATION_KIND: kind})
+                attrs[A.COORDINATION_KIND] = kind
+                span.set_attributes(attrs)
             elif outcome in _FAILED:
-                attrs: dict[str, Any] = {
-                    A.ATTEMPT_OUTCOME: outcome_s,
-                    A.FAILURE_REASON: reason,
-                    A.ERROR_TYPE: reason,
-                }
+                attrs[A.FAILURE_REASON] = attrs[A.ERROR_TYPE] = reason
                 if a.status is not None:
                     attrs[A.ERROR_STATUS] = a.status
                 span.set_attributes(attrs)
@@ -253,9 +279,10 @@ class OTelObserver(Observer):
             elif outcome is Outcome.CALLER_ERROR:
                 # The caller's bug, not the model's: the status stays unset (like a
                 # coordination abort) and error.type is the exception's class, as OTel does.
-                span.set_attributes({A.ATTEMPT_OUTCOME: outcome_s, A.ERROR_TYPE: _error_class(a.error)})
+                attrs[A.ERROR_TYPE] = _error_class(a.error)
+                span.set_attributes(attrs)
             else:
-                span.set_attribute(A.ATTEMPT_OUTCOME, outcome_s)
+                span.set_attributes(attrs)
         c = a.candidate
         cached = self._attempt_attrs.get((c.provider, c.model, outcome_s, reason))
         if cached is None:
@@ -264,12 +291,40 @@ class OTelObserver(Observer):
         self._attempt_h.record(a.duration_s, cached[1])
         if len(cached) > 2:
             self._genai.record(a.duration_s, cached[2])
+        if chunks is not None:
+            self._stream_ended(event, c, reason)
         if run is not None and run.attempt is not None:
             try:
                 otel_context.detach(run.attempt_token)
             finally:
                 run.attempt.end()
                 run.attempt = run.attempt_token = None
+
+    def _stream_ended(self, event: AttemptEnded, c: Candidate, reason: str) -> None:
+        """A stream's metric points: time to first chunk, and the interruption if it was one."""
+        p, m = self._pair(c)
+        ttft = event.time_to_first_chunk_s
+        if ttft is not None:
+            pair = self._cached(("pm", p, m), lambda: {"provider": p, "model": m})
+            self._ttft_h.record(ttft, pair)
+            self._genai_ttft.record(
+                ttft,
+                self._cached(
+                    ("genai-ttft", p, m),
+                    lambda: {
+                        A.GEN_AI_OPERATION_NAME: self.operation,
+                        A.GEN_AI_PROVIDER_NAME: p,
+                        A.GEN_AI_REQUEST_MODEL: m,
+                    },
+                ),
+            )
+        if event.interrupted:
+            self._interruptions_c.add(
+                1,
+                self._cached(
+                    ("interrupted", p, m, reason), lambda: {"provider": p, "model": m, "reason": reason}
+                ),
+            )
 
     def _metric_attrs(
         self, c: Candidate, outcome: Outcome, outcome_s: str, reason: str

@@ -178,6 +178,7 @@ class _Metrics:
         self.stale, self.telemetry_errors = c(spec.SESSION_STALE_RECLAIMED), c(spec.TELEMETRY_ERRORS)
         self.attempt_duration, self.run_duration = h(spec.ATTEMPT_DURATION), h(spec.RUN_DURATION)
         self.fallback_depth, self.lock_wait = h(spec.FALLBACK_DEPTH), h(spec.SESSION_LOCK_WAIT)
+        self.ttft, self.interruptions = h(spec.TIME_TO_FIRST_CHUNK), c(spec.STREAM_INTERRUPTIONS)
         # the unlabelled metrics are their own children
         self.depth_ref, self.lock_wait_ref = _histogram(self.fallback_depth), _histogram(self.lock_wait)
         self.lock_timeouts_ref, self.takeovers_ref = _counter(self.lock_timeouts), _counter(self.takeovers)
@@ -208,7 +209,12 @@ def _metrics_for(registry: CollectorRegistry, namespace: str) -> _Metrics:
 
 
 class PrometheusObserver:
-    """Observer that records the DESIGN §6 series with ``prometheus_client``.
+    """Observer that records the DESIGN §6 and §9 series with ``prometheus_client``.
+
+    A stream's attempt (:func:`~model_fallback.stream_with_model_fallback`) is reported when
+    the stream ends: its time to first chunk goes to ``model_fallback_time_to_first_chunk_seconds``
+    and, when a provider failure interrupted it after its first chunk,
+    ``model_fallback_stream_interruptions_total`` counts it by reason.
 
     It has every hook of :class:`~model_fallback.events.Observer` except ``attempt_started``
     (nothing to record there); it does not inherit the base class so that the driver skips
@@ -309,6 +315,27 @@ class PrometheusObserver:
         else:
             counter.inc(1.0, ex)
             hist.observe(d, ex)
+        if event.chunks is not None:
+            self._stream_ended(event, ex)
+
+    def _stream_ended(self, event: AttemptEnded, ex: dict[str, str] | None) -> None:
+        """A stream's end: its time to first chunk, and the interruption if it was one."""
+        a = event.attempt
+        c = a.candidate
+        ttft = event.time_to_first_chunk_s
+        if ttft is not None:
+            key: tuple[Any, ...] = ("ttft", c.provider, c.model)
+            ref = self._refs.get(key)
+            if ref is None:
+                ref = self._remember(key, _histogram(self._m.ttft.labels(*self._pair(c))))
+            _observe(ref, ttft, ex)
+        if event.interrupted:
+            reason = _STR[id(a.reason)] if a.reason is not None else spec.REASON_NONE
+            key = ("interrupted", c.provider, c.model, reason)
+            ref = self._refs.get(key)
+            if ref is None:
+                ref = self._remember(key, _counter(self._m.interruptions.labels(*self._pair(c), reason)))
+            _inc(ref, 1.0, ex)
 
     def _attempt_ref(self, a: Attempt, key: tuple[str, str, int, int, str | None]) -> tuple[Any, ...]:
         """The references of one attempt combination (made once)."""

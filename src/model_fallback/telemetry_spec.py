@@ -21,7 +21,9 @@ __all__ = [
     "ATTEMPT_OUTCOMES",
     "ATTRIBUTES",
     "GENAI_DURATION_BUCKETS",
+    "GENAI_METRICS",
     "GENAI_OPERATION_DURATION",
+    "GENAI_TIME_TO_FIRST_CHUNK",
     "METRICS",
     "NAMESPACE",
     "OTHER",
@@ -60,7 +62,7 @@ STALE_REASONS: tuple[str, ...] = (
     "dead_pid", "recycled_pid", "too_old", "kernel_released", "orphan_self", "foreign_host",
     "invalid_metadata",
 )  # fmt: skip
-TELEMETRY_COMPONENTS: tuple[str, ...] = ("otel", "prometheus")
+TELEMETRY_COMPONENTS: tuple[str, ...] = ("otel", "prometheus", "cooldown_store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +202,28 @@ TELEMETRY_ERRORS = _c(
     "component",
 )
 
+# --- streaming (DESIGN §9) ------------------------------------------------------------
+
+TIME_TO_FIRST_CHUNK = _h(
+    "time_to_first_chunk_seconds",
+    "time_to_first_chunk",
+    "s",
+    "Time from a streamed attempt's call to its first chunk, by provider and model (streams that "
+    "delivered one).",
+    GENAI_DURATION_BUCKETS,
+    "provider",
+    "model",
+)
+STREAM_INTERRUPTIONS = _c(
+    "stream_interruptions",
+    "stream.interruptions",
+    "{interruption}",
+    "Streams that failed after their first chunk (StreamInterruptedError), by provider, model and reason.",
+    "provider",
+    "model",
+    "reason",
+)
+
 METRICS: tuple[MetricSpec, ...] = (
     RUNS,
     ATTEMPTS,
@@ -214,7 +238,10 @@ METRICS: tuple[MetricSpec, ...] = (
     SESSION_TAKEOVERS,
     SESSION_STALE_RECLAIMED,
     TELEMETRY_ERRORS,
+    TIME_TO_FIRST_CHUNK,
+    STREAM_INTERRUPTIONS,
 )
+"""Every series of both observers: DESIGN §6's table, in order, then §9's streaming series."""
 
 GENAI_OPERATION_DURATION = MetricSpec(
     "gen_ai_client_operation_duration_seconds",
@@ -225,6 +252,18 @@ GENAI_OPERATION_DURATION = MetricSpec(
     ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "error.type"),
     GENAI_DURATION_BUCKETS,
 )
+GENAI_TIME_TO_FIRST_CHUNK = MetricSpec(
+    "gen_ai_client_operation_time_to_first_chunk_seconds",
+    "gen_ai.client.operation.time_to_first_chunk",
+    "histogram",
+    "s",
+    "Time to receive the first chunk of a streamed attempt (semconv v1.41.0), from the call; OTel "
+    "pipeline only.",
+    ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model"),
+    GENAI_DURATION_BUCKETS,
+)
+GENAI_METRICS: tuple[MetricSpec, ...] = (GENAI_OPERATION_DURATION, GENAI_TIME_TO_FIRST_CHUNK)
+"""The GenAI semconv histograms the OTel observer records besides :data:`METRICS`."""
 
 
 # --- spans ---------------------------------------------------------------------------
@@ -246,6 +285,8 @@ class ATTRIBUTES:
     GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
     GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
     GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+    GEN_AI_REQUEST_STREAM = "gen_ai.request.stream"
+    GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
     ERROR_TYPE = "error.type"
     CANDIDATES = "model_fallback.candidates"
     RUN_OUTCOME = "model_fallback.outcome"
@@ -266,3 +307,5 @@ class ATTRIBUTES:
     LOCK_REACQUIRE = "model_fallback.session.reacquire"
     TAKEOVER = "model_fallback.session.takeover"
     SKIP_REMAINING = "model_fallback.cooldown.remaining_s"
+    STREAM_CHUNKS = "model_fallback.stream.chunks"
+    """Chunks a stream delivered (GenAI semconv v1.41 names no chunk count)."""
