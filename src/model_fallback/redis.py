@@ -680,6 +680,8 @@ class RedisCooldownStore:
                     fn(STORE_COMPONENT)
             except Exception:
                 pass
+        if exc is not None:
+            _log.debug("cooldown store %s: %s", _safe_url(self.url), _describe(exc))
         if exc is not None and self._down_since is None:
             self._down_since = time.monotonic()
             _log.warning(
