@@ -202,7 +202,8 @@ def test_required_panels_exist() -> None:
     titles = " | ".join(p["title"].lower() for _, p in panels())
     for words in ["runs/s by outcome", "attempts/s by outcome", "provider failure rate", "coordination aborts",
                   "fallbacks avoided", "served by a fallback", "attempt latency p50/p95/p99", "chains exhausted",
-                  "cooldown skips", "lock wait", "lock timeouts", "takeovers per turn", "stale locks", "telemetry errors"]:  # fmt: skip
+                  "cooldown skips", "lock wait", "lock timeouts", "takeovers per turn", "stale locks", "telemetry errors",
+                  "time to first chunk p50/p95/p99 by model", "stream interruptions/s by model and reason"]:  # fmt: skip
         assert words in titles, words
 
 
@@ -229,7 +230,26 @@ def test_rules_use_spec_names_and_level_metric_operations() -> None:
     alerts = {r["alert"] for r in rules if "alert" in r}
     assert {"ModelFallbackSessionTakeoverRateHigh", "ModelFallbackWriteLockTimeouts", "ModelFallbackChainsExhausted",
             "ModelFallbackProviderFailureRateHigh", "ModelFallbackPrimaryRarelyServing",
-            "ModelFallbackTelemetryErrors"} <= alerts  # fmt: skip
+            "ModelFallbackTelemetryErrors", "ModelFallbackStreamInterruptionRateHigh"} <= alerts  # fmt: skip
+
+
+def test_streaming_panels_read_the_streaming_series() -> None:
+    """DESIGN §9 on the overview: time to first chunk quantiles per model with exemplars, and
+    interruptions by provider/model/reason; runs by outcome names interrupted and caller_error."""
+    overview = {p["title"]: p for p in load("model-fallback-overview.json")["panels"]}
+    ttft = overview["Time to first chunk p50/p95/p99 by model"]
+    assert [t["expr"].split("(", 1)[1].split(",")[0] for t in ttft["targets"]] == ["0.5", "0.95", "0.99"]
+    assert all(
+        f"{spec.TIME_TO_FIRST_CHUNK.prometheus}_bucket" in t["expr"] and t["exemplar"]
+        for t in ttft["targets"]
+    )
+    assert all("by (le, provider, model)" in t["expr"] for t in ttft["targets"])
+    (interrupted,) = overview["Stream interruptions/s by model and reason"]["targets"]
+    assert spec.STREAM_INTERRUPTIONS.prometheus in interrupted["expr"]
+    assert "by (provider, model, reason)" in interrupted["expr"]
+    runs = overview["Runs/s by outcome"]
+    assert "interrupted" in runs["description"] and "caller_error" in runs["description"]
+    assert "by (outcome)" in runs["targets"][0]["expr"]
 
 
 def test_panels_fit_the_grid_without_overlap() -> None:

@@ -208,7 +208,8 @@ def _exemplar_trace_ids(stack: Stack, series: str) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "series", [f"{m.prometheus}_bucket" for m in (spec.ATTEMPT_DURATION, spec.RUN_DURATION)]
+    "series",
+    [f"{m.prometheus}_bucket" for m in (spec.ATTEMPT_DURATION, spec.RUN_DURATION, spec.TIME_TO_FIRST_CHUNK)],
 )
 def test_exemplars_carry_trace_ids(stack: Stack, series: str) -> None:
     """Prometheus stored exemplars with W3C trace ids on the latency buckets the dashboards

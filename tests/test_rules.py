@@ -78,6 +78,24 @@ def test_coordination_aborts_must_not_dilute_the_provider_rate(tmp_path: Path) -
     assert PROVIDER_ALERT in proc.stdout + proc.stderr
 
 
+def test_interruptions_are_a_share_of_streams_not_of_all_calls(tmp_path: Path) -> None:
+    """The interruption alert divides by streamed attempts (time-to-first-chunk observations):
+    with the calls as denominator, the storm that breaks 20 % of gpt-4o's streams (a fifth of
+    its calls) reads 4 % and the alert never fires; promtool's unit tests catch it."""
+    rules = (PROM / "rules.yml").read_text()
+    naive = rules.replace(
+        "sum by (job, provider, model) (rate(model_fallback_time_to_first_chunk_seconds_count[5m]))\n  ",
+        "sum by (job, provider, model) (rate(model_fallback_attempts_total[5m]))\n  ",
+    )
+    assert naive != rules
+    (tmp_path / "rules.yml").write_text(naive)
+    shutil.copy(PROM / "rules_test.yml", tmp_path / "rules_test.yml")
+    proc = promtool("test", "rules", "rules_test.yml", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "interruption storm" in proc.stdout + proc.stderr
+    assert "ModelFallbackStreamInterruptionRateHigh" in proc.stdout + proc.stderr
+
+
 def test_absolute_runbook_links_for_a_deployment(tmp_path: Path) -> None:
     """`--runbook-base` writes rules whose runbook_url is absolute; promtool accepts them."""
     base = "https://docs.example.com/model-fallback/README.md#runbook-"

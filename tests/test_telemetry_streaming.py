@@ -137,13 +137,17 @@ class SDKCalls:
 async def test_attempt_span_lasts_as_long_as_the_stream(pipes: Pipelines) -> None:
     """The CLIENT span of the serving attempt starts before the first chunk and ends after the
     last: its duration covers the whole stream, not the time to the first chunk; the run span
-    ends after it; the time to first chunk, the chunk count and gen_ai.request.stream are on it."""
+    ends after it; the time to first chunk, the chunk count and gen_ai.request.stream are on it;
+    spans the loop body starts nest under it."""
     first_delay, gap = 0.05, 0.04
     t0 = time.time_ns()
     async with mf.stream_with_model_fallback(
         provider(first_delay=first_delay, gap=gap, chunks=4), CHAIN, observers=pipes.observers
     ) as stream:
-        got = [chunk async for chunk in stream]
+        got = []
+        async for chunk in stream:
+            with pipes.tp.get_tracer("app").start_as_current_span("render chunk"):
+                got.append(chunk)
         last_chunk_ns = time.time_ns()
     assert got == [f"gpt-4o:{i}" for i in range(4)]
     (attempt,) = pipes.spans("chat gpt-4o")
@@ -153,6 +157,8 @@ async def test_attempt_span_lasts_as_long_as_the_stream(pipes: Pipelines) -> Non
     assert attempt.end_time >= last_chunk_ns - 1_000_000  # ended with the stream (1 ms slack)
     assert (attempt.end_time - attempt.start_time) / 1e9 >= first_delay + 3 * gap * 0.9
     assert run.end_time >= attempt.end_time
+    # the attempt span is current in the caller's task while the stream lasts
+    assert {s.parent.span_id for s in pipes.spans("render chunk")} == {attempt.context.span_id}
     attrs = attempt.attributes
     assert attrs[A.GEN_AI_REQUEST_STREAM] is True
     assert attrs[A.STREAM_CHUNKS] == 4

@@ -45,6 +45,8 @@ LOCK_TIMEOUTS = spec.SESSION_LOCK_TIMEOUTS.prometheus
 TAKEOVERS = spec.SESSION_TAKEOVERS.prometheus
 STALE = spec.SESSION_STALE_RECLAIMED.prometheus
 TEL_ERRORS = spec.TELEMETRY_ERRORS.prometheus
+TTFT = spec.TIME_TO_FIRST_CHUNK.prometheus
+INTERRUPTIONS = spec.STREAM_INTERRUPTIONS.prometheus
 
 SEL = 'job=~"$job", instance=~"$instance"'
 RI = "$__rate_interval"
@@ -193,10 +195,12 @@ def build_overview() -> dict[str, Any]:
     p.append(_panel(1, "Runs/s by outcome",
         "Fallback runs per second by how they ended: success, exhausted (All models failed), "
         "coordination_abort (a local session error stopped the run), aborted (policy), cancelled, "
-        "caller_error (a bug in the application's own code stopped the run; charged to no model).",
+        "caller_error (a bug in the application's own code stopped the run; charged to no model), "
+        "interrupted (a stream failed after its first chunk).",
         "reqps", [(f"sum by (outcome) (rate({RUNS}{_sel()}[{RI}]))", "{{outcome}}")], (0, 0, 12, 8), stack=True))  # fmt: skip
     p.append(_panel(2, "Attempts/s by outcome",
-        "Candidate attempts per second by outcome; skipped = cooling down.",
+        "Candidate attempts per second by outcome; skipped = cooling down, caller_error = the "
+        "application's own code raised (charged to no model).",
         "reqps", [(f"sum by (outcome) (rate({ATTEMPTS}{_sel()}[{RI}]))", "{{outcome}}")], (12, 0, 12, 8), stack=True))  # fmt: skip
     p.append(_panel(3, "Provider failure rate by model and reason (coordination aborts excluded)",
         "Share of calls to each provider/model that failed, by reason. Only outcome=provider_failure|aborted "
@@ -244,10 +248,20 @@ def build_overview() -> dict[str, Any]:
         "Candidate attempts per provider/model and outcome.",
         "reqps", [(f"sum by (provider, model, outcome) (rate({ATTEMPTS}{_sel()}[{RI}]))",
                    "{{provider}}/{{model}} {{outcome}}")], (12, 33, 12, 7)))  # fmt: skip
+    p.append(_panel(13, "Time to first chunk p50/p95/p99 by model",
+        "Streams (stream_with_model_fallback): time from the call to the first chunk per provider/model, "
+        "for the attempts that delivered one; exemplars link to the attempt's trace.",
+        "s", _quantiles(TTFT, "provider, model", "{{provider}}/{{model}}"), (0, 40, 12, 8), exemplar=True))  # fmt: skip
+    p.append(_panel(14, "Stream interruptions/s by model and reason",
+        "Streams that failed after their first chunk (StreamInterruptedError): the user saw part of an "
+        "answer, and no fallback happens mid-stream. By provider/model and failure reason.",
+        "reqps", [(f"sum by (provider, model, reason) (rate({INTERRUPTIONS}{_sel()}[{RI}]))",
+                   "{{provider}}/{{model}} {{reason}}")], (12, 40, 12, 8)))  # fmt: skip
     return _dashboard(
         "model-fallback-overview",
         "model-fallback: overview",
-        "Fallback runs, attempts, provider failures (coordination aborts excluded), latency and cooldowns.",
+        "Fallback runs, attempts, provider failures (coordination aborts excluded), latency, cooldowns "
+        "and streams (time to first chunk, interruptions).",
         p,
         ["model-fallback", "llm"],
     )
@@ -316,6 +330,19 @@ RECORDING_RULES: list[tuple[str, str]] = [
     (
         "job:model_fallback_telemetry_errors:increase15m",
         f"sum by (job, component) (increase({TEL_ERRORS}[15m]))",
+    ),
+    (
+        "job_provider_model:model_fallback_streams:rate5m",
+        f"sum by (job, provider, model) (rate({TTFT}_count[5m]))",
+    ),
+    (
+        "job_provider_model:model_fallback_stream_interruptions:rate5m",
+        f"sum by (job, provider, model, reason) (rate({INTERRUPTIONS}[5m]))",
+    ),
+    (
+        "job_provider_model:model_fallback_stream_interruptions_per_streams:ratio_rate5m",
+        f"sum by (job, provider, model) (rate({INTERRUPTIONS}[5m]))\n/\n"
+        f"sum by (job, provider, model) (rate({TTFT}_count[5m]))",
     ),
 ]
 """``(record, expr)`` of every recording rule, named ``level:metric:operations``; the alerts
@@ -390,6 +417,18 @@ ALERTS: list[dict[str, Any]] = [
         "info",
         "Telemetry observer {{ $labels.component }} was disabled after raising",
         "An observer raised and was disabled; runs are unaffected but its telemetry is missing until restart.",
+    ),
+    _alert(
+        "ModelFallbackStreamInterruptionRateHigh",
+        "job_provider_model:model_fallback_stream_interruptions_per_streams:ratio_rate5m > 0.05\n"
+        "and on (job, provider, model)\n"
+        "job_provider_model:model_fallback_streams:rate5m > 0.05",
+        "10m",
+        "warning",
+        "{{ $labels.provider }}/{{ $labels.model }} streams break after their first chunk "
+        "({{ $value | humanizePercentage }} of streams)",
+        "Streams fail mid-answer (StreamInterruptedError): users see partial replies and no fallback "
+        "happens after the first chunk. The streams/s floor (0.05) keeps a trickle from paging.",
     ),
 ]
 """Every alerting rule; ``runbook_url`` holds the anchor suffix until :func:`rules_yaml` prefixes it."""
