@@ -24,12 +24,12 @@ from model_fallback import (
     is_coordination_error,
 )
 from model_fallback.session import SessionFile, SessionLockLostError
-from tests.test_redis_server import RedisServer, redis_server
+from tests.test_redis_server import RedisServer, redis_server, require_redis_py
 from tests.test_redis_store import start_worker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.tool]
 
-pytest.importorskip("redis")
+require_redis_py()
 import redis.asyncio as aioredis  # noqa: E402
 
 from model_fallback.redis import RedisSessionLock  # noqa: E402

@@ -23,11 +23,11 @@ from model_fallback import (
     run_with_model_fallback,
 )
 from model_fallback.events import telemetry_errors
-from tests.test_redis_server import RedisServer, redis_server
+from tests.test_redis_server import RedisServer, redis_server, require_redis_py
 
 pytestmark = [pytest.mark.anyio, pytest.mark.tool]
 
-redis_mod = pytest.importorskip("redis")
+require_redis_py()
 from model_fallback.redis import RedisCooldownStore  # noqa: E402
 
 A, B, C = Candidate("p", "a"), Candidate("p", "b"), Candidate("p", "c")
