@@ -133,6 +133,39 @@ async def test_redis_unreachable_is_a_lock_timeout(redis_server: RedisServer, cl
         await RedisSessionLock(client, "lk", acquire_timeout=0.3).acquire()
 
 
+async def test_a_paused_redis_does_not_stretch_the_timeout(redis_server: RedisServer, client: Any) -> None:
+    """SIGSTOPped Redis (the connection open, no answer): the timeout holds, not the client's
+    socket timeout and retries."""
+    await client.ping()
+    redis_server.pause()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(SessionWriteLockTimeoutError):
+            await RedisSessionLock(client, "lk", acquire_timeout=0.3).acquire()
+        assert time.monotonic() - t0 < 1.5
+    finally:
+        redis_server.resume()
+
+
+async def test_a_lease_that_ran_out_while_redis_was_away_is_lost(
+    redis_server: RedisServer, client: Any, tmp_path: Path
+) -> None:
+    """Redis paused for longer than the ttl while held: no renewal succeeded, so another
+    holder may exist; the next write raises SessionLockLostError instead of writing."""
+    path = tmp_path / "s.jsonl"
+    session = SessionFile(path, lock=RedisSessionLock.factory(client, ttl=0.3, acquire_timeout=2))
+    with pytest.raises(SessionLockLostError, match="no renewal succeeded"):
+        async with session.locked() as held:
+            await held.append({"n": 1})
+            redis_server.pause()
+            try:
+                await asyncio.sleep(0.5)
+                await held.append({"n": 2})
+            finally:
+                redis_server.resume()
+    assert [e["n"] for e in await session.read()] == [1]
+
+
 def test_bad_arguments() -> None:
     """ttl and timeouts are checked at construction (and by the factory at once)."""
 

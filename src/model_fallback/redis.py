@@ -955,13 +955,20 @@ class RedisSessionLock:
         while True:
             sent = time.monotonic()
             try:
-                taken = await self.client.set(self.key, token, nx=True, px=self._ttl_ms)
+                # Bounded by what is left of acquire_timeout: a client that retries a
+                # black-holed host for seconds must not stretch the timeout.
+                taken = await _bounded(
+                    self.client.set(self.key, token, nx=True, px=self._ttl_ms), max(0.01, deadline - sent)
+                )
                 error = None
             except RedisError as exc:
                 taken, error = False, exc
+            except TimeoutError as exc:
+                taken, error = False, exc
+                _spawn(self._release_quietly(token))  # in case the SET landed
             except BaseException:
                 # Cancelled mid-command: the SET may have landed; give it back (ours only).
-                _spawn(self._release(keys=[self.key], args=[token]))
+                _spawn(self._release_quietly(token))
                 raise
             if taken:
                 self._token, self._lost, self._lease_until = token, False, sent + self.ttl
@@ -1088,7 +1095,15 @@ class RedisSessionLock:
         lost = self._lost
         self._drop()
         if not lost:
-            self._releasing = _spawn(self._release(keys=[self.key], args=[token]))
+            self._releasing = _spawn(self._release_quietly(token))
+
+    async def _release_quietly(self, token: str) -> None:
+        """Compare-and-delete *token*'s lock in the background: bounded, never raising (a lock
+        not released expires within ttl)."""
+        try:
+            await _bounded(self._release(keys=[self.key], args=[token]), self.ttl)
+        except Exception as exc:
+            _log.debug("session lock %s: background release failed (%s)", self.key, _describe(exc))
 
     async def arelease(self) -> None:
         """Release the lock and wait for Redis to confirm (bounded by ``ttl``)."""
@@ -1137,7 +1152,7 @@ async def _renew(
         sent = time.monotonic()
         try:
             extended = await _bounded(extend(keys=[key], args=[token, ttl_ms]), interval)
-        except (RedisError, TimeoutError):
+        except Exception:  # Redis away or slow: retry; the lease tells verify() when it is gone
             interval = max(ttl / 10, 0.005)  # try again sooner; the lease runs out meanwhile
             continue
         interval = ttl / 3
