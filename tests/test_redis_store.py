@@ -287,6 +287,54 @@ async def test_store_errors_reach_observers_with_count_error(redis_server: Redis
     assert counting.components[:2] == ["cooldown_store", "cooldown_store"]
 
 
+FORKER = textwrap.dedent(
+    """
+    import asyncio, json, os, sys, time
+    from model_fallback import Candidate, CooldownTracker, FailoverReason
+    from model_fallback.redis import RedisCooldownStore
+
+    store = RedisCooldownStore(sys.argv[1])  # started before the fork (gunicorn --preload style)
+
+    async def parent_start():
+        await store.start()
+
+    asyncio.run(parent_start())
+    parent_origin = store.origin
+    pid = os.fork()
+    if pid == 0:
+        async def child():
+            await store.start()  # the thread did not follow the fork: a fresh one here
+            CooldownTracker(store=store).record_failure(Candidate("p", "forked"), FailoverReason.OVERLOADED)
+            await store.aclose()
+            return store.origin != parent_origin and store.stats()["writes"] >= 1
+        os._exit(0 if asyncio.run(child()) else 3)
+
+    async def parent():
+        _, status = os.waitpid(pid, 0)
+        seen = False
+        for _ in range(100):
+            if store.get("p/forked") is not None:
+                seen = True
+                break
+            await asyncio.sleep(0.01)
+        await store.aclose()
+        print(json.dumps({"child": os.waitstatus_to_exitcode(status), "seen": seen}))
+
+    asyncio.run(parent())
+    """
+)
+
+
+def test_a_store_started_before_a_fork_starts_again_in_the_child(redis_server: RedisServer) -> None:
+    """A store started in a parent (its thread does not survive fork) can be started again in
+    the forked child, with an identity of its own; the parent sees the child's cooldown."""
+    proc = subprocess.run(
+        [sys.executable, "-c", FORKER, redis_server.url], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"child": 0, "seen": True}, proc.stderr
+
+
 def test_the_core_does_not_import_redis() -> None:
     """Importing and running the core (driver, cooldown, session) loads no redis module."""
     code = (

@@ -396,6 +396,7 @@ class RedisCooldownStore:
         self._closing = False
         self._synced.clear()
         ready = threading.Event()
+        _STARTED.add(self)
         self._thread = threading.Thread(
             target=self._thread_main, args=(ready,), name=f"RedisCooldownStore({self.namespace})", daemon=True
         )
@@ -426,6 +427,17 @@ class RedisCooldownStore:
         finally:
             ready.set()
             self._loop = self._wakeup = self._task = None
+
+    def _forget_thread(self) -> None:
+        """In a forked child: the store's thread did not follow; make it startable again
+        here, with an identity of its own (the parent's would confuse the echo bookkeeping)."""
+        self._guard = threading.Lock()  # another thread may have held it at the fork
+        self._thread = self._loop = self._wakeup = self._task = None
+        self._client = None
+        self._connected = False
+        self._synced = threading.Event()
+        self._wake_pending = False
+        self._origin = f"{_HOST}:{os.getpid()}:{secrets.token_hex(4)}"
 
     async def aclose(self, flush_timeout: float = 1.0) -> None:
         """Write what is queued (waiting at most *flush_timeout*), then disconnect and stop
@@ -786,6 +798,19 @@ class RedisCooldownStore:
         if client is not None:
             with contextlib.suppress(Exception):
                 await _bounded(client.aclose(), 1.0)
+
+
+# Stores started in this process, so that a forked child can make them startable again.
+_STARTED: weakref.WeakSet[RedisCooldownStore] = weakref.WeakSet()
+
+
+def _forget_threads_after_fork() -> None:
+    for store in list(_STARTED):
+        store._forget_thread()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads_after_fork)
 
 
 def _entry_json(entry: CooldownEntry) -> dict[str, Any]:
