@@ -52,20 +52,24 @@ __all__ = [
 #: The ``component`` label under which cooldown-store failures are counted.
 STORE_COMPONENT = "cooldown_store"
 
-R = FailoverReason
-
 COOLDOWN_REASONS: frozenset[FailoverReason] = frozenset(
-    {R.RATE_LIMIT, R.OVERLOADED, R.BILLING, R.AUTH, R.AUTH_PERMANENT}
+    {
+        FailoverReason.RATE_LIMIT,
+        FailoverReason.OVERLOADED,
+        FailoverReason.BILLING,
+        FailoverReason.AUTH,
+        FailoverReason.AUTH_PERMANENT,
+    }
 )
 
 # (base, cap) seconds of the exponential default, per reason. Transient reasons back off
 # quickly; billing and auth failures need a human, so they stay out longer.
 _DEFAULTS: dict[FailoverReason, tuple[float, float]] = {
-    R.RATE_LIMIT: (1.0, 60.0),
-    R.OVERLOADED: (1.0, 60.0),
-    R.BILLING: (30.0, 600.0),
-    R.AUTH: (30.0, 600.0),
-    R.AUTH_PERMANENT: (60.0, 3600.0),
+    FailoverReason.RATE_LIMIT: (1.0, 60.0),
+    FailoverReason.OVERLOADED: (1.0, 60.0),
+    FailoverReason.BILLING: (30.0, 600.0),
+    FailoverReason.AUTH: (30.0, 600.0),
+    FailoverReason.AUTH_PERMANENT: (60.0, 3600.0),
 }
 
 
@@ -412,11 +416,6 @@ class CooldownTracker:
         # A shared store may share probe claims between processes too (optional protocol).
         self._shared_claim: Callable[[str, float], bool] | None = getattr(self._store, "claim_probe", None)
         self._shared_release: Callable[[str], None] | None = getattr(self._store, "release_probe", None)
-
-    @property
-    def clock(self) -> Callable[[], float]:
-        """The clock in use."""
-        return self._clock
 
     @property
     def wall_clock(self) -> Callable[[], float]:
