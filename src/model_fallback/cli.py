@@ -258,6 +258,23 @@ def build_parser() -> argparse.ArgumentParser:
         "(needs the report extra); with --dir, DIR/report.html unless --html names another file",
     )
     sim.add_argument("--no-progress", action="store_true", help="no live progress even on a terminal")
+    sim.add_argument(
+        "--replicas",
+        type=_positive_int("--replicas"),
+        default=1,
+        metavar="N",
+        help="run the workload as N worker processes (default: 1, in this process), splitting the "
+        "sessions and the concurrency; one aggregated /metrics; cooldowns per process on wall-clock "
+        "time unless --redis shares them; the report adds the calls made to a candidate already "
+        "cooling down in another replica",
+    )
+    sim.add_argument(
+        "--redis",
+        default=None,
+        metavar="URL",
+        help="share the replicas' cooldowns through this Redis (redis://HOST:PORT/DB; needs "
+        "--replicas 2 or more and the redis extra); each run uses a namespace of its own",
+    )
 
     dash = sub.add_parser("dashboards", help="write or check the generated Grafana dashboards and rules")
     dash.add_argument("--check", action="store_true", help="exit 1 when the committed files are stale")
@@ -310,6 +327,19 @@ def _config(args: argparse.Namespace) -> Any:
             parent = parent.parent
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError(f"--dir {d}: cannot be created ({parent} is not a writable directory)")
+    if args.redis is not None and args.replicas < 2:
+        raise UsageError("--redis shares cooldowns between replicas: give --replicas 2 or more")
+    if args.replicas > args.concurrency:
+        raise UsageError(
+            f"--replicas ({args.replicas}) must be at most --concurrency ({args.concurrency}): "
+            "each replica runs at least one worker"
+        )
+    if args.redis is not None:
+        from model_fallback.simulate._replicas import redis_unreachable, safe_url
+
+        why = redis_unreachable(args.redis)
+        if why is not None:
+            raise UsageError(f"--redis {safe_url(args.redis)}: {why}")
     if args.metrics_addr not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(
         "MODEL_FALLBACK_ALLOW_PUBLIC_METRICS"
     ):
@@ -334,6 +364,8 @@ def _config(args: argparse.Namespace) -> Any:
         directory=args.dir,
         stream_share=stream_share,
         idle_timeout=args.idle_timeout,
+        replicas=args.replicas,
+        redis_url=args.redis,
     )
 
 
@@ -378,6 +410,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
     config = _config(args)
     html = _html_path(args, html_unavailable())
+    if config.fleet:
+        return _simulate_fleet(args, config, html)
     # Stale-lock reclaims and torn lines are counted in the report and the metrics; as log
     # lines they would only scroll the progress away.
     logging.getLogger("model_fallback.session").setLevel(logging.ERROR)
@@ -462,6 +496,151 @@ def _simulate(args: argparse.Namespace) -> int:
         if report is None:  # the run did not get to its end (a second Ctrl-C): report what ran
             finish_run()
     handle.shutdown()
+    return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _fleet_metrics(args: argparse.Namespace, fleet: Any) -> Any:
+    """The parent's /metrics: the replicas' multiprocess files, aggregated (None: not served)."""
+    if fleet.metrics_dir is None:
+        return None
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from model_fallback.telemetry import _MetricsServer
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(fleet.metrics_dir))  # type: ignore[no-untyped-call]
+    try:
+        server = _MetricsServer(args.metrics_addr, args.metrics_port, registry)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot serve /metrics on {args.metrics_addr}:{args.metrics_port}: {exc.strerror or exc} "
+            "(pass --metrics-port 0 to disable, or another port)"
+        ) from None
+    server.start()
+    return server
+
+
+def _simulate_fleet(args: argparse.Namespace, config: Any, html: Path | None) -> int:
+    """``--replicas N``: N worker processes, one merged report, one aggregated /metrics."""
+    import anyio
+
+    from model_fallback.simulate import format_report
+    from model_fallback.simulate._replicas import Fleet, merge
+    from model_fallback.simulate._report import dumps
+
+    metrics = bool(args.metrics_port)
+    if metrics:
+        try:
+            import prometheus_client.multiprocess  # noqa: F401
+        except ImportError as exc:
+            print(
+                f"model-fallback simulate: warning: no /metrics ({exc}); "
+                "install 'model-fallback[all]' for /metrics",
+                file=sys.stderr,
+            )
+            metrics = False
+    fleet = Fleet(config, metrics=metrics, html=html is not None, directory=args.dir)
+    server = None
+    try:
+        server = _fleet_metrics(args, fleet)
+    except BaseException:
+        fleet.close()
+        raise
+    if args.dir is not None:
+        try:
+            args.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            fleet.close()
+            raise UsageError(f"--dir {args.dir}: cannot create it: {exc.strerror or exc}") from None
+    progress = not args.no_progress and sys.stderr.isatty()
+    if server is not None:
+        print(f"serving metrics at http://{args.metrics_addr}:{args.metrics_port}/metrics", file=sys.stderr)
+    interrupted = False
+    report: dict[str, Any] | None = None
+
+    def started(pids: list[int]) -> None:
+        print(
+            f"started {len(pids)} replica processes (pids {', '.join(map(str, pids))}), cooldowns "
+            + ("shared through Redis" if config.redis_url else "per process"),
+            file=sys.stderr,
+        )
+
+    def finish_run() -> None:
+        nonlocal report, interrupted
+        results = fleet.results()
+        interrupted = interrupted or any(r.get("interrupted") for r in results)
+        begun = time.monotonic() - (time.time() - fleet.t0) if fleet.t0 is not None else time.monotonic()
+        stats, timeline, section, elapsed = merge(fleet, results, started=begun)
+        report = stats.report(
+            scenario=config.scenario,
+            seed=config.seed,
+            interrupted=interrupted,
+            config=config.as_dict(),
+            elapsed_s=elapsed,
+        )
+        report["fleet"] = section
+        if args.json:
+            sys.stdout.write(dumps(report) + "\n")
+        else:
+            if progress:
+                sys.stderr.write("\n")
+            sys.stdout.write(format_report(report) + "\n")
+        sys.stdout.flush()
+        for failure in fleet.failures:
+            print(f"model-fallback simulate: error: {failure}", file=sys.stderr)
+        if html is not None and timeline is not None:
+            from model_fallback.simulate import write_html
+
+            write_html(html, timeline, stats, config, interrupted=interrupted)
+            print(f"wrote {html}", file=sys.stderr)
+
+    async def main() -> None:
+        nonlocal interrupted
+        async with anyio.create_task_group() as tg:
+            holding = False
+
+            async def signals() -> None:
+                nonlocal interrupted
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+                    async for _ in received:
+                        if holding:  # Ctrl-C ends the hold: the run itself finished normally
+                            tg.cancel_scope.cancel()
+                            return
+                        interrupted = True
+                        await fleet.stop()
+
+            tg.start_soon(signals)
+            live = anyio.CancelScope()
+            if progress:
+
+                async def show_progress() -> None:
+                    with live:
+                        await _progress(fleet.progress, config)
+
+                tg.start_soon(show_progress)
+            try:
+                await fleet.run(on_started=started)
+            finally:
+                await fleet.reap()
+            live.cancel()
+            finish_run()
+            if args.hold and not interrupted:
+                holding = True
+                print("run finished; still serving /metrics — Ctrl-C to exit", file=sys.stderr)
+                await anyio.sleep_forever()
+            tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(main)
+    finally:
+        fleet.kill()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        fleet.close()
+    if fleet.failures and not interrupted:
+        return 1
     return EXIT_INTERRUPTED if interrupted else 0
 
 

@@ -198,6 +198,8 @@ class SimulatedProvider:
         profiles: fault profile per provider name (``"*"`` is the default).
         outages: windows during which a provider answers 503 / connection refused.
         seed: the run's seed.
+        started: the run's start on ``time.monotonic()``, from which outage windows are
+            counted for calls made without a :class:`SimClock` (default: now).
     """
 
     def __init__(
@@ -206,12 +208,13 @@ class SimulatedProvider:
         *,
         outages: tuple[Outage, ...] = (),
         seed: int = 0,
+        started: float | None = None,
     ) -> None:
         self._profiles = dict(profiles)
         self._default = self._profiles.get("*", FaultProfile())
         self._outages = outages
         self._seed = seed
-        self._t0 = time.monotonic()
+        self._t0 = time.monotonic() if started is None else started
         self.calls = 0
 
     def profile(self, provider: str) -> FaultProfile:

@@ -141,6 +141,12 @@ def reproduce_command(config: SimConfig) -> list[str]:
     ]
     for c in config.candidates:
         argv += ["--candidate", str(c)]
+    if config.replicas > 1:
+        argv += ["--replicas", str(config.replicas)]
+    if config.redis_url is not None:
+        from model_fallback.simulate._replicas import safe_url
+
+        argv += ["--redis", safe_url(config.redis_url)]
     argv += [
         "--attempt-timeout",
         _num(config.attempt_timeout),

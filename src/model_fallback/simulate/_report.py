@@ -150,10 +150,17 @@ class Stats(Observer):
     # --- the report ------------------------------------------------------------------
 
     def report(
-        self, *, scenario: str, seed: int, interrupted: bool, config: dict[str, Any]
+        self,
+        *,
+        scenario: str,
+        seed: int,
+        interrupted: bool,
+        config: dict[str, Any],
+        elapsed_s: float | None = None,
     ) -> dict[str, Any]:
-        """The machine-readable report (what ``--json`` prints)."""
-        elapsed = time.monotonic() - self.started
+        """The machine-readable report (what ``--json`` prints); *elapsed_s*: the run's
+        length when it is not the time since :attr:`started` (a fleet's merged report)."""
+        elapsed = time.monotonic() - self.started if elapsed_s is None else elapsed_s
         total_runs = sum(self.runs.values())
         by_candidate: dict[str, dict[str, dict[str, int]]] = {}
         for (cand, outcome, reason), n in sorted(self.attempts.items()):
@@ -356,7 +363,35 @@ def format_report(report: dict[str, Any]) -> str:
         w("  models the naive driver's metrics would blame for local errors:")
         for cand, reasons in naive["blamed"].items():
             w(f"    {cand:<32} " + ", ".join(f"{r}={n}" for r, n in reasons.items()))
+    if report.get("fleet"):
+        lines.extend(["", *_format_fleet(report["fleet"])])
     return "\n".join(lines)
+
+
+def _format_fleet(fleet: dict[str, Any]) -> list[str]:
+    """The fleet section of a ``--replicas`` run."""
+    lines = [f"fleet: {fleet['replicas']} replica processes, cooldowns {fleet['cooldowns']}"]
+    for r in fleet["by_replica"]:
+        runs = "no report" if r["runs"] is None else f"{r['runs']} runs"
+        lines.append(
+            f"  replica {r['replica']}: {r['workers']} workers, {r['sessions']} sessions, {runs}"
+            + (f" (exit status {r['exit_status']})" if r["exit_status"] not in (0, None) else "")
+        )
+    elsewhere = fleet["calls_to_candidate_cooling_elsewhere"]
+    lines.append("  calls to a candidate already cooling down in another replica")
+    width = max([22, *map(len, elsewhere)])
+    for cand, n in elsewhere.items():
+        calls = fleet["calls"].get(cand, 0)
+        share = f"({n / calls:.1%})" if calls else ""
+        lines.append(
+            f"    {cand:<{width}} {n:>7} of {calls:>7} calls {share:<8}"
+            f"  cooldowns started: {fleet['cooldowns_started'].get(cand, 0)}"
+        )
+    store = fleet.get("cooldown_store")
+    if store:
+        lines.append("  cooldown store: " + "  ".join(f"{k}={v}" for k, v in store.items()))
+    lines.extend(f"  failure: {failure}" for failure in fleet.get("failures", ()))
+    return lines
 
 
 def dumps(report: dict[str, Any]) -> str:

@@ -26,6 +26,14 @@ locks, a real prompt-release fence.
 
 What happens in each turn (whether it streams, too) is planned from ``(seed, session,
 turn)``, so a seed gives the same outcomes whatever the scheduling.
+
+* **Cooldowns.** In one process (the default), each worker has its own cooldown tracker on a
+  simulated clock (:class:`~model_fallback.simulate._faults.SimClock`), so which candidates
+  are skipped depends on the seed only. A replica of a fleet
+  (:mod:`model_fallback.simulate._replicas`) runs some of the workers instead, sharing one
+  tracker on wall-clock time (its own, or Redis's through
+  :class:`~model_fallback.redis.RedisCooldownStore`): a simulated clock of one process means
+  nothing to another.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import signal
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,9 +84,23 @@ class SimConfig:
     directory: Path | None = None
     stream_share: float = 0.0
     idle_timeout: float = 0.5
+    replicas: int = 1
+    redis_url: str | None = None
+
+    @property
+    def fleet(self) -> bool:
+        """Whether the run is a fleet of replica processes (``--replicas N`` or ``--redis``)."""
+        return self.replicas > 1 or self.redis_url is not None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly summary for the report."""
+        fleet: dict[str, Any] = {}
+        if self.fleet:
+            # Never the Redis URL itself: it may carry a password.
+            fleet = {
+                "replicas": self.replicas,
+                "cooldowns": "shared (redis)" if self.redis_url else "per process",
+            }
         return {
             "duration_s": self.duration_s,
             "concurrency": self.concurrency,
@@ -98,6 +121,7 @@ class SimConfig:
             "outages": [
                 {"provider": o.provider, "start_s": o.start_s, "end_s": o.end_s} for o in self.outages
             ],
+            **fleet,
         }
 
 
@@ -119,15 +143,45 @@ _CRASHER = textwrap.dedent(
 
 
 class Workload:
-    """Runs the simulation; counts into a :class:`Stats`."""
+    """Runs the simulation; counts into a :class:`Stats`.
 
-    def __init__(self, config: SimConfig, stats: Stats, observers: Sequence[object]) -> None:
+    Args:
+        config: the run.
+        stats: where the run is counted.
+        observers: further observers of every run and session (telemetry, a timeline).
+        workers: the workers this process runs, by index in ``range(config.concurrency)``
+            (default: all of them); worker *w* runs the sessions ``i % concurrency == w``
+            whichever process runs it, so their fault plans do not depend on the split.
+        cooldowns: one tracker shared by every worker of this process, on wall-clock time
+            (a replica of a fleet); default: each worker its own, on a simulated clock.
+        started: the run's start on ``time.monotonic()`` (default: now), from which outage
+            windows are counted when *cooldowns* is given (replicas agree on it).
+        record_calls: keep :attr:`calls`, every provider call's wall-clock time per candidate.
+    """
+
+    def __init__(
+        self,
+        config: SimConfig,
+        stats: Stats,
+        observers: Sequence[object],
+        *,
+        workers: Sequence[int] | None = None,
+        cooldowns: CooldownTracker | None = None,
+        started: float | None = None,
+        record_calls: bool = False,
+    ) -> None:
         self.config = config
         self.stats = stats
         # One observer set for the whole simulation: hooks resolved once, and an observer
         # that raises stays disabled across runs.
         self.observers = ObserverSet([stats, *observers])
-        self.provider = SimulatedProvider(config.profiles, outages=config.outages, seed=config.seed)
+        self.provider = SimulatedProvider(
+            config.profiles, outages=config.outages, seed=config.seed, started=started
+        )
+        self.workers = tuple(range(config.concurrency)) if workers is None else tuple(workers)
+        self.cooldowns = cooldowns
+        #: candidate -> wall-clock times (``time.time()``) of its calls, with ``record_calls``
+        self.calls: dict[str, list[float]] | None = {} if record_calls else None
         self._owned_dir = config.directory is None
         self.directory = (
             Path(tempfile.mkdtemp(prefix="model-fallback-sim-"))
@@ -152,7 +206,7 @@ class Workload:
         cfg = self.config
         async with anyio.create_task_group() as background, anyio.create_task_group() as tg:
             self._tg = background
-            for w in range(cfg.concurrency):
+            for w in self.workers:
                 tg.start_soon(self._worker, w)
             with anyio.move_on_after(cfg.duration_s):
                 await self.stop.wait()
@@ -177,11 +231,15 @@ class Workload:
         if not mine:
             return
         turn_no = dict.fromkeys(mine, 0)
-        # Each worker is like one replica of an application: its own cooldown tracker, on a
-        # simulated clock that advances by the planned duration of each call, so that which
-        # candidates are skipped (and which calls fall in an outage) depends on the seed only.
-        clock = SimClock(hang_s=cfg.attempt_timeout)
-        cooldowns = CooldownTracker(clock=clock)
+        clock: SimClock | None = None
+        if self.cooldowns is not None:
+            cooldowns = self.cooldowns
+        else:
+            # Each worker is like one replica of an application: its own cooldown tracker, on a
+            # simulated clock that advances by the planned duration of each call, so that which
+            # candidates are skipped (and which calls fall in an outage) depends on the seed only.
+            clock = SimClock(hang_s=cfg.attempt_timeout)
+            cooldowns = CooldownTracker(clock=clock)
         k = 0
         while not self.stop.is_set():
             s = mine[k % len(mine)]
@@ -195,7 +253,7 @@ class Workload:
                 self._active -= 1
                 self.turns_done += 1
 
-    async def _turn(self, s: int, t: int, clock: SimClock, cooldowns: CooldownTracker) -> None:
+    async def _turn(self, s: int, t: int, clock: SimClock | None, cooldowns: CooldownTracker) -> None:
         cfg = self.config
         plan = rng_for(cfg.seed, "turn", s, t)
         takeover = plan.random() < cfg.takeover_rate
@@ -222,10 +280,12 @@ class Workload:
 
         async def call(candidate: Candidate) -> str:
             await first()
+            self._record_call(candidate)
             return await self.provider.complete(candidate, s, t, prompt, clock)
 
         async def open_stream(candidate: Candidate) -> AsyncIterator[str]:
             await first()
+            self._record_call(candidate)
             return self.provider.stream(candidate, s, t, prompt, idle_timeout=cfg.idle_timeout, clock=clock)
 
         try:
@@ -262,6 +322,10 @@ class Workload:
             if first_call:
                 kind = coordination_kind(exc)
                 self.stats.turn_errors[f"{kind or type(exc).__name__} before prompt"] += 1
+
+    def _record_call(self, candidate: Candidate) -> None:
+        if self.calls is not None:
+            self.calls.setdefault(str(candidate), []).append(time.time())
 
     async def _maintenance_write(self, path: Path, t: int) -> None:
         """Another writer changes the transcript while this turn's prompt is out."""
