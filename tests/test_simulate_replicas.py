@@ -175,6 +175,25 @@ def test_shared_cooldowns_cut_the_calls_to_candidates_cooling_down_elsewhere(
 
 
 @pytest.mark.slow
+@pytest.mark.tool
+def test_compare_prints_per_process_and_shared_side_by_side(redis_server: RedisServer) -> None:
+    """--compare runs the fleet twice on the same seed (per-process cooldowns, then shared)
+    and prints the two figures side by side."""
+    args = [a for a in RUN if a != "--json"]
+    args[args.index("--duration") + 1] = "2"
+    proc = subprocess.run(
+        [*CMD, *args, "--metrics-port", "0", "--redis", redis_server.url, "--compare"],
+        capture_output=True, text=True, timeout=120, env=_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "same seed, two runs" in proc.stdout
+    header = next(line for line in proc.stdout.splitlines() if "per process" in line and "shared" in line)
+    assert header.index("per process") < header.index("shared (redis)")
+    assert re.search(r"openai/gpt-4o +\d+ of \d+ calls.* +\d+ of \d+ calls", proc.stdout), proc.stdout
+    assert proc.stderr.count("started 2 replica processes") == 2
+
+
+@pytest.mark.slow
 def test_ctrl_c_stops_every_replica_and_prints_the_merged_report() -> None:
     """Ctrl-C reaches the parent only (the replicas run in sessions of their own); it forwards
     it, prints the merged report so far, exits 130 and leaves no replica behind."""
@@ -220,10 +239,18 @@ def _closed_port() -> int:
         (["--replicas", "0"], "--replicas must be at least 1"),
         (["--replicas", "5", "--concurrency", "4", "--sessions", "8"], "must be at most --concurrency (4)"),
         (["--redis", "redis://127.0.0.1:6379/0"], "give --replicas 2 or more"),
+        (["--replicas", "2", "--compare"], "give --redis URL"),
         (["--replicas", "2", "--redis", "http://127.0.0.1/"], "not a Redis URL"),
         (["--replicas", "2", "--redis", "redis://:hunter2@127.0.0.1:{port}/0"], "cannot reach it within"),
     ],
-    ids=["zero", "more-than-workers", "redis-without-replicas", "not-redis", "unreachable"],
+    ids=[
+        "zero",
+        "more-than-workers",
+        "redis-without-replicas",
+        "compare-without-redis",
+        "not-redis",
+        "unreachable",
+    ],
 )
 def test_bad_options_exit_2_before_any_work(args: list[str], message: str, tmp_path: Path) -> None:
     """Bad fleet options are usage errors before anything starts (no --dir created, no

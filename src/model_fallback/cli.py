@@ -275,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="share the replicas' cooldowns through this Redis (redis://HOST:PORT/DB; needs "
         "--replicas 2 or more and the redis extra); each run uses a namespace of its own",
     )
+    sim.add_argument(
+        "--compare",
+        action="store_true",
+        help="with --redis: run the fleet twice, first with per-process cooldowns, then shared, "
+        "and print the calls to candidates cooling down elsewhere side by side (twice the time)",
+    )
 
     dash = sub.add_parser("dashboards", help="write or check the generated Grafana dashboards and rules")
     dash.add_argument("--check", action="store_true", help="exit 1 when the committed files are stale")
@@ -327,6 +333,8 @@ def _config(args: argparse.Namespace) -> Any:
             parent = parent.parent
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError(f"--dir {d}: cannot be created ({parent} is not a writable directory)")
+    if args.compare and args.redis is None:
+        raise UsageError("--compare sets per-process cooldowns beside shared ones: give --redis URL")
     if args.redis is not None and args.replicas < 2:
         raise UsageError("--redis shares cooldowns between replicas: give --replicas 2 or more")
     if args.replicas > args.concurrency:
@@ -522,7 +530,14 @@ def _fleet_metrics(args: argparse.Namespace, fleet: Any) -> Any:
 
 
 def _simulate_fleet(args: argparse.Namespace, config: Any, html: Path | None) -> int:
-    """``--replicas N``: N worker processes, one merged report, one aggregated /metrics."""
+    """``--replicas N``: N worker processes, one merged report, one aggregated /metrics.
+
+    With ``--compare``, the same fleet first runs with per-process cooldowns (no /metrics, no
+    HTML page), then with the shared ones; the report is the shared run's, with the per-process
+    run's figures beside its own.
+    """
+    import dataclasses
+
     import anyio
 
     from model_fallback.simulate import format_report
@@ -541,45 +556,62 @@ def _simulate_fleet(args: argparse.Namespace, config: Any, html: Path | None) ->
             )
             metrics = False
     fleet = Fleet(config, metrics=metrics, html=html is not None, directory=args.dir)
+    baseline: Fleet | None = None
+    if args.compare:
+        baseline = Fleet(
+            dataclasses.replace(config, redis_url=None),
+            metrics=False,
+            html=False,
+            directory=None if args.dir is None else args.dir / "per-process",
+        )
+    fleets = [f for f in (baseline, fleet) if f is not None]
     server = None
     try:
         server = _fleet_metrics(args, fleet)
+        if args.dir is not None:
+            try:
+                args.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"--dir {args.dir}: cannot create it: {exc.strerror or exc}") from None
     except BaseException:
-        fleet.close()
+        for f in fleets:
+            f.close()
         raise
-    if args.dir is not None:
-        try:
-            args.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            fleet.close()
-            raise UsageError(f"--dir {args.dir}: cannot create it: {exc.strerror or exc}") from None
     progress = not args.no_progress and sys.stderr.isatty()
     if server is not None:
         print(f"serving metrics at http://{args.metrics_addr}:{args.metrics_port}/metrics", file=sys.stderr)
     interrupted = False
-    report: dict[str, Any] | None = None
+    current = fleets[0]
+    per_process: dict[str, Any] | None = None
 
     def started(pids: list[int]) -> None:
         print(
             f"started {len(pids)} replica processes (pids {', '.join(map(str, pids))}), cooldowns "
-            + ("shared through Redis" if config.redis_url else "per process"),
+            + ("shared through Redis" if current.config.redis_url else "per process"),
             file=sys.stderr,
         )
 
-    def finish_run() -> None:
-        nonlocal report, interrupted
-        results = fleet.results()
+    def merged(f: Fleet) -> tuple[Any, Any, dict[str, Any]]:
+        """The merged stats, timeline and report of fleet *f*'s run."""
+        nonlocal interrupted
+        results = f.results()
         interrupted = interrupted or any(r.get("interrupted") for r in results)
-        begun = time.monotonic() - (time.time() - fleet.t0) if fleet.t0 is not None else time.monotonic()
-        stats, timeline, section, elapsed = merge(fleet, results, started=begun)
+        begun = time.monotonic() - (time.time() - f.t0) if f.t0 is not None else time.monotonic()
+        stats, timeline, section, elapsed = merge(f, results, started=begun)
         report = stats.report(
             scenario=config.scenario,
             seed=config.seed,
             interrupted=interrupted,
-            config=config.as_dict(),
+            config=f.config.as_dict(),
             elapsed_s=elapsed,
         )
         report["fleet"] = section
+        return stats, timeline, report
+
+    def finish_run(f: Fleet) -> None:
+        stats, timeline, report = merged(f)
+        if per_process is not None:
+            report["fleet"]["per_process"] = per_process
         if args.json:
             sys.stdout.write(dumps(report) + "\n")
         else:
@@ -587,16 +619,24 @@ def _simulate_fleet(args: argparse.Namespace, config: Any, html: Path | None) ->
                 sys.stderr.write("\n")
             sys.stdout.write(format_report(report) + "\n")
         sys.stdout.flush()
-        for failure in fleet.failures:
+        for failure in f.failures:
             print(f"model-fallback simulate: error: {failure}", file=sys.stderr)
-        if html is not None and timeline is not None:
+        if f is fleet and html is not None and timeline is not None:
             from model_fallback.simulate import write_html
 
             write_html(html, timeline, stats, config, interrupted=interrupted)
             print(f"wrote {html}", file=sys.stderr)
 
+    async def run(f: Fleet) -> None:
+        nonlocal current
+        current = f
+        try:
+            await f.run(on_started=started)
+        finally:
+            await f.reap()
+
     async def main() -> None:
-        nonlocal interrupted
+        nonlocal interrupted, per_process
         async with anyio.create_task_group() as tg:
             holding = False
 
@@ -608,23 +648,37 @@ def _simulate_fleet(args: argparse.Namespace, config: Any, html: Path | None) ->
                             tg.cancel_scope.cancel()
                             return
                         interrupted = True
-                        await fleet.stop()
+                        await current.stop()
 
             tg.start_soon(signals)
             live = anyio.CancelScope()
             if progress:
 
+                class Following:
+                    """The progress of the fleet that runs now (--compare runs two)."""
+
+                    def __getattr__(self, name: str) -> Any:
+                        return getattr(current.progress, name)
+
                 async def show_progress() -> None:
                     with live:
-                        await _progress(fleet.progress, config)
+                        await _progress(Following(), config)
 
                 tg.start_soon(show_progress)
-            try:
-                await fleet.run(on_started=started)
-            finally:
-                await fleet.reap()
+            if baseline is not None:
+                await run(baseline)
+                if interrupted:  # Ctrl-C during the per-process run: its report, no shared run
+                    live.cancel()
+                    finish_run(baseline)
+                    tg.cancel_scope.cancel()
+                    return
+                section = merged(baseline)[2]["fleet"]
+                kept = ("cooldowns", "calls", "cooldowns_started", "calls_to_candidate_cooling_elsewhere")
+                per_process = {k: section[k] for k in kept}
+                print("per-process run done; now the same run with shared cooldowns", file=sys.stderr)
+            await run(fleet)
             live.cancel()
-            finish_run()
+            finish_run(fleet)
             if args.hold and not interrupted:
                 holding = True
                 print("run finished; still serving /metrics — Ctrl-C to exit", file=sys.stderr)
@@ -634,12 +688,14 @@ def _simulate_fleet(args: argparse.Namespace, config: Any, html: Path | None) ->
     try:
         anyio.run(main)
     finally:
-        fleet.kill()
+        for f in fleets:
+            f.kill()
         if server is not None:
             server.shutdown()
             server.server_close()
-        fleet.close()
-    if fleet.failures and not interrupted:
+        for f in fleets:
+            f.close()
+    if any(f.failures for f in fleets) and not interrupted:
         return 1
     return EXIT_INTERRUPTED if interrupted else 0
 

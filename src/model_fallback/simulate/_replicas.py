@@ -596,8 +596,6 @@ class Fleet:
             self.metrics_dir = self.work / "metrics"
             self.metrics_dir.mkdir()
         (self.work / "results").mkdir()
-        for r in self.replicas:
-            r.directory.mkdir(parents=True, exist_ok=True)
         self.namespace = f"model_fallback_sim_{secrets.token_hex(4)}"
         self.spec = self.work / "spec.json"
         self.spec.write_text(
@@ -629,6 +627,8 @@ class Fleet:
     async def run(self, on_started: Any = None) -> None:
         """Start the replicas, start their runs together once all are ready, wait for them to
         end (cut and then killed if they overrun by far). *on_started* is called with the pids."""
+        for r in self.replicas:  # here, not before: a usage error must leave --dir untouched
+            r.directory.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         if self.metrics_dir is not None:
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)

@@ -378,20 +378,32 @@ def _format_fleet(fleet: dict[str, Any]) -> list[str]:
             + (f" (exit status {r['exit_status']})" if r["exit_status"] not in (0, None) else "")
         )
     elsewhere = fleet["calls_to_candidate_cooling_elsewhere"]
-    lines.append("  calls to a candidate already cooling down in another replica")
     width = max([22, *map(len, elsewhere)])
-    for cand, n in elsewhere.items():
-        calls = fleet["calls"].get(cand, 0)
-        share = f"({n / calls:.1%})" if calls else ""
-        lines.append(
-            f"    {cand:<{width}} {n:>7} of {calls:>7} calls {share:<8}"
-            f"  cooldowns started: {fleet['cooldowns_started'].get(cand, 0)}"
-        )
+    per = fleet.get("per_process")
+    if per:
+        was, was_calls = per["calls_to_candidate_cooling_elsewhere"], per["calls"]
+        lines.append("  calls to a candidate already cooling down in another replica (same seed, two runs)")
+        lines.append(f"    {'':<{width}} {'per process':>24}   {fleet['cooldowns']:>24}")
+        for cand, n in elsewhere.items():
+            before = _share(was.get(cand, 0), was_calls.get(cand, 0))
+            lines.append(f"    {cand:<{width}} {before:>24}   {_share(n, fleet['calls'].get(cand, 0)):>24}")
+    else:
+        lines.append("  calls to a candidate already cooling down in another replica")
+        for cand, n in elsewhere.items():
+            lines.append(
+                f"    {cand:<{width}} {_share(n, fleet['calls'].get(cand, 0)):>24}"
+                f"   cooldowns started: {fleet['cooldowns_started'].get(cand, 0)}"
+            )
     store = fleet.get("cooldown_store")
     if store:
         lines.append("  cooldown store: " + "  ".join(f"{k}={v}" for k, v in store.items()))
     lines.extend(f"  failure: {failure}" for failure in fleet.get("failures", ()))
     return lines
+
+
+def _share(n: int, calls: int) -> str:
+    """``n of calls (x %)``."""
+    return f"{n} of {calls} calls" + (f" ({n / calls:.1%})" if calls else "")
 
 
 def dumps(report: dict[str, Any]) -> str:
