@@ -377,3 +377,20 @@ def test_runs_in_a_subprocess_without_multiproc_dir_are_unaffected(tmp_path: Pat
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "1.0"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.py"]
+
+
+def test_context_reader_reads_what_the_api_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The observer asks "is there an OpenTelemetry context?" through the ContextVar of the
+    default runtime context (what ``get_current()`` returns); with another runtime context
+    loaded it goes through ``get_current()`` itself."""
+    from opentelemetry import context, trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    reader = prom._context_reader()
+    assert reader() == context.get_current()
+    with TracerProvider().get_tracer("t").start_as_current_span("s"):
+        assert reader() == context.get_current() and reader()
+        assert prom._exemplar() is not None
+    assert trace.get_current_span() is trace.INVALID_SPAN
+    monkeypatch.setattr(context, "_RUNTIME_CONTEXT", object())  # another runtime context
+    assert prom._context_reader() is context.get_current

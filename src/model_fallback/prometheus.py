@@ -30,6 +30,7 @@ and falls back to ``observe()`` when a prometheus_client version stores histogra
 
 from __future__ import annotations
 
+import contextvars
 import math
 import threading
 import weakref
@@ -59,10 +60,26 @@ from model_fallback.events import (
 __all__ = ["PrometheusObserver"]
 
 try:  # exemplars need the OpenTelemetry API; without it there are simply none
+    from opentelemetry import context as _otel_context
     from opentelemetry import trace as _trace
-    from opentelemetry.context import get_current as _current_context
 except ImportError:  # exercised by tests/test_telemetry.py::test_prometheus_without_opentelemetry
     _trace = None  # type: ignore[assignment]
+
+
+def _context_reader() -> Callable[[], Any]:
+    """``opentelemetry.context.get_current``, or the ``get`` of the ContextVar it reads.
+
+    Four hooks per run ask whether any OpenTelemetry context exists (none: no exemplar); the
+    API function reaches the variable through two Python calls. The default runtime context
+    (``ContextVarsRuntimeContext``) keeps the context in one ``ContextVar``: read it directly
+    when that is what the API has loaded, else go through the API."""
+    get_current: Callable[[], Any] = _otel_context.get_current
+    var = getattr(getattr(_otel_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+    return var.get if isinstance(var, contextvars.ContextVar) else get_current
+
+
+if _trace is not None:
+    _current_context = _context_reader()
 
 # Enum members hash in Python; their plain string values hash in C. Look them up by id().
 _STR: dict[int, str] = {id(m): m._value_ for m in (*Outcome, *FailoverReason, *RunOutcome)}
