@@ -113,7 +113,11 @@ def test_panel_lint(dashboard: str, panel: dict[str, Any]) -> None:
         expr = t["expr"]
         assert t["datasource"]["uid"] == "${datasource}" and t["refId"]
         for rng in re.findall(r"\[([^\]]+)\]", expr):
-            assert rng == "$__rate_interval", f"range [{rng}] must be $__rate_interval: {expr}"
+            # an error budget is counted over the whole time range shown (the SLO window)
+            allowed = (
+                {"$__rate_interval", "$__range"} if "error budget" in panel["title"] else {"$__rate_interval"}
+            )
+            assert rng in allowed, f"range [{rng}] must be $__rate_interval: {expr}"
         for name in re.findall(r"\b(model_fallback_[a-z_]+)\b", expr):
             assert name in COUNTER_LIKE, f"{name} is not in telemetry_spec"
         assert not counter_misuse(expr), f"counters outside rate(): {counter_misuse(expr)} in {expr}"
@@ -146,7 +150,13 @@ def _promql_of_dashboards() -> list[tuple[str, str]]:
                 assert m, v["definition"]
                 out.append((f"{name} ${v['name']}", m.group(1)))
     return [
-        (where, e.replace("$__rate_interval", "1m").replace("$job", ".+").replace("$instance", ".+"))
+        (
+            where,
+            e.replace("$__rate_interval", "1m")
+            .replace("$__range", "1h")
+            .replace("$job", ".+")
+            .replace("$instance", ".+"),
+        )
         for where, e in out
     ]
 
@@ -265,3 +275,27 @@ def test_panels_fit_the_grid_without_overlap() -> None:
                 for y in range(g["y"], g["y"] + g["h"]):
                     assert (x, y) not in cells, f"{name}: {p['title']} overlaps {cells[(x, y)]}"
                     cells[(x, y)] = p["title"]
+
+
+def test_slo_burn_rate_rules_and_budget_panels() -> None:
+    """Multi-window, multi-burn-rate alerts for both SLOs (1h/5m at 14.4x page, 6h/30m at 6x
+    ticket), targets as parameters, the provider SLO blind to coordination aborts and caller
+    errors, and an error-budget row on the overview."""
+    from model_fallback.ops import SLOTargets, build_overview, slo_rules
+
+    recording, alerts = slo_rules(SLOTargets(provider=0.999, session=0.99))
+    by_name = {a["alert"]: a for a in alerts}
+    fast = by_name["ModelFallbackProviderErrorBudgetBurnFast"]
+    assert "ratio_rate1h > 0.0144" in fast["expr"] and "ratio_rate5m > 0.0144" in fast["expr"]
+    assert fast["labels"]["severity"] == "page"
+    slow = by_name["ModelFallbackSessionErrorBudgetBurnSlow"]
+    assert "ratio_rate6h > 0.06" in slow["expr"] and slow["labels"]["severity"] == "ticket"
+    provider_rules = [e for r, e in recording if "slo_provider" in r]
+    assert provider_rules and all(
+        "coordination_abort" not in e and "caller_error" not in e for e in provider_rules
+    )
+    titles = [p["title"] for p in build_overview(SLOTargets(provider=0.999))["panels"]]
+    assert "Provider error budget remaining (SLO 99.90%)" in titles
+    assert any(t.startswith("Session error budget remaining") for t in titles)
+    with pytest.raises(ValueError):
+        SLOTargets(provider=1.0)

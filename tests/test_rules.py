@@ -107,7 +107,7 @@ def test_absolute_runbook_links_for_a_deployment(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     doc = yaml.safe_load((tmp_path / "prometheus" / "rules.yml").read_text())
     urls = [r["annotations"]["runbook_url"] for g in doc["groups"] for r in g["rules"] if "alert" in r]
-    assert len(urls) == len(dashboards.ALERTS)
+    assert len(urls) == len(dashboards.ALERTS) + len(dashboards.slo_rules()[1])
     assert all(u.startswith(base) and u.removeprefix(base).startswith("modelfallback") for u in urls)
     check = promtool("check", "rules", str(tmp_path / "prometheus" / "rules.yml"))
     assert check.returncode == 0, check.stdout + check.stderr

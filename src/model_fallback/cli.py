@@ -291,6 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="prefix of each alert's runbook_url, the lower-cased alert name appended (default: the "
         "repository's docs/runbooks.md#); use it to point generated rules at your own copy",
     )
+    dash.add_argument(
+        "--slo-provider",
+        type=float,
+        default=0.99,
+        help="provider availability SLO: share of eligible runs served (default 0.99); coordination "
+        "aborts and caller errors are not counted",
+    )
+    dash.add_argument(
+        "--slo-session",
+        type=float,
+        default=0.995,
+        help="session health SLO: share of turns no local coordination error stopped (default 0.995)",
+    )
     return parser
 
 
@@ -762,7 +775,13 @@ def _dashboards(args: argparse.Namespace) -> int:
     except ImportError as exc:  # pragma: no cover
         print(f"model-fallback dashboards: unavailable: {exc}", file=sys.stderr)
         return 1
-    kwargs = {} if args.runbook_base is None else {"runbook_base": args.runbook_base}
+    from model_fallback.ops import SLOTargets
+
+    kwargs: dict[str, Any] = {} if args.runbook_base is None else {"runbook_base": args.runbook_base}
+    try:
+        kwargs["slos"] = SLOTargets(provider=args.slo_provider, session=args.slo_session)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     result: int = dashboards_main(check=args.check, out=args.out, **kwargs)
     return result
 

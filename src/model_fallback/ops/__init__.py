@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,13 @@ __all__ = [
     "ALERTS",
     "RECORDING_RULES",
     "RUNBOOK_BASE",
+    "SLOTargets",
     "build_overview",
     "build_session",
     "generated_files",
     "main",
     "rules_yaml",
+    "slo_rules",
 ]
 
 RUNS = spec.RUNS.prometheus
@@ -189,8 +192,9 @@ def _quantiles(metric: str, by: str, legend: str, extra: str = "") -> list[tuple
     ]
 
 
-def build_overview() -> dict[str, Any]:
-    """The fallback overview dashboard."""
+def build_overview(slos: SLOTargets | None = None) -> dict[str, Any]:
+    """The fallback overview dashboard (the error-budget row uses *slos*, default targets)."""
+    slos = slos if slos is not None else SLOTargets()
     p = []
     p.append(_panel(1, "Runs/s by outcome",
         "Fallback runs per second by how they ended: success, exhausted (All models failed), "
@@ -257,6 +261,25 @@ def build_overview() -> dict[str, Any]:
         "answer, and no fallback happens mid-stream. By provider/model and failure reason.",
         "reqps", [(f"sum by (provider, model, reason) (rate({INTERRUPTIONS}{_sel()}[{RI}]))",
                    "{{provider}}/{{model}} {{reason}}")], (12, 40, 12, 8)))  # fmt: skip
+    # The error-budget row: the budget left over the dashboard's time range (set it to the
+    # SLO window, e.g. 30 days), as the burn-rate alerts count it.
+    for pid, (title, bad, eligible, target, x) in enumerate(
+        (
+            ("Provider error budget remaining", PROVIDER_BAD, PROVIDER_ELIGIBLE, slos.provider, 0),
+            ("Session error budget remaining", 'outcome="coordination_abort"', "", slos.session, 12),
+        ),
+        start=15,
+    ):
+        ratio = (f"sum(increase({RUNS}{_sel(bad)}[$__range]))\n/\n"
+                 f"sum(increase({RUNS}{_sel(eligible)}[$__range]))")  # fmt: skip
+        p.append(_panel(pid, f"{title} (SLO {target:.2%})",
+            f"Share of the error budget left over the dashboard's time range (set it to the SLO window, "
+            f"e.g. 30 days): 1 - error ratio / (1 - {target:g}). Below 0: the SLO is missed. "
+            + ("Provider SLO: exhausted and interrupted runs against success, exhausted and interrupted; "
+               "coordination aborts and caller errors are not the models' budget."
+               if x == 0 else "Session SLO: turns stopped by a local coordination error, against all turns."),
+            "percentunit", [(f"1 - ({ratio}) / {round(1 - target, 6)}", "remaining")],
+            (x, 48, 12, 6), kind="stat"))  # fmt: skip
     return _dashboard(
         "model-fallback-overview",
         "model-fallback: overview",
@@ -434,6 +457,94 @@ ALERTS: list[dict[str, Any]] = [
 """Every alerting rule; ``runbook_url`` holds the anchor suffix until :func:`rules_yaml` prefixes it."""
 
 
+# --- SLOs: multi-window, multi-burn-rate alerts (the SRE workbook, "Alerting on SLOs") ---------
+
+PROVIDER_BAD = 'outcome=~"exhausted|interrupted"'
+PROVIDER_ELIGIBLE = 'outcome=~"success|exhausted|interrupted"'
+
+
+@dataclass(frozen=True)
+class SLOTargets:
+    """The two service-level objectives the burn-rate alerts defend.
+
+    Attributes:
+        provider: share of eligible runs that the chain serves — the providers' availability
+            as the application sees it. Bad: ``exhausted`` (All models failed) and
+            ``interrupted`` (a stream broke after its first chunk). Not counted at all:
+            coordination aborts and caller errors (they are not the models' budget),
+            ``aborted`` (the policy stopped on, e.g., a context overflow: the request's
+            fault) and cancellations. Default 99 %.
+        session: share of turns that no local coordination error stopped (session
+            takeovers, lock timeouts, session I/O) — the health of the session layer. Default
+            99.5 %.
+    """
+
+    provider: float = 0.99
+    session: float = 0.995
+
+    def __post_init__(self) -> None:
+        for name in ("provider", "session"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+                raise ValueError(f"SLO target {name} must be between 0 and 1 (exclusive), got {value!r}")
+
+
+# (window pair, burn-rate factor, severity): page when 2 % of a 30-day budget burns in an
+# hour (14.4x), ticket when 5 % burns in six hours (6x); the short window makes the alert
+# stop soon after the burn does.
+_BURNS = (("1h", "5m", 14.4, "page", "Fast"), ("6h", "30m", 6.0, "ticket", "Slow"))
+_SLO_WINDOWS = ("5m", "30m", "1h", "6h")
+
+
+def slo_rules(targets: SLOTargets = SLOTargets()) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+    """``(recording rules, alerts)`` of the error-budget burn alerts for *targets*."""
+    recording: list[tuple[str, str]] = []
+    for w in _SLO_WINDOWS:
+        recording.append(
+            (
+                f"job:model_fallback_slo_provider_errors:ratio_rate{w}",
+                f"sum by (job) (rate({RUNS}{{{PROVIDER_BAD}}}[{w}]))\n/\n"
+                f"sum by (job) (rate({RUNS}{{{PROVIDER_ELIGIBLE}}}[{w}]))",
+            )
+        )
+        recording.append(
+            (
+                f"job:model_fallback_slo_session_errors:ratio_rate{w}",
+                f'sum by (job) (rate({RUNS}{{outcome="coordination_abort"}}[{w}]))\n/\n'
+                f"sum by (job) (rate({RUNS}[{w}]))",
+            )
+        )
+    alerts: list[dict[str, Any]] = []
+    for slo, target, what, meaning in (
+        ("provider", targets.provider, "Provider availability",
+         "Runs end All models failed (or streams break) faster than the provider SLO allows. "
+         "Coordination aborts and caller errors are not counted: this is the providers' budget."),
+        ("session", targets.session, "Session health",
+         "Turns are stopped by local coordination errors (session takeovers, lock timeouts, session "
+         "I/O) faster than the session SLO allows. The providers' budget is untouched."),
+    ):  # fmt: skip
+        budget = round(1 - target, 6)
+        for long_w, short_w, factor, severity, speed in _BURNS:
+            threshold = round(factor * budget, 6)
+            name = f"ModelFallback{slo.capitalize()}ErrorBudgetBurn{speed}"
+            expr = (
+                f"job:model_fallback_slo_{slo}_errors:ratio_rate{long_w} > {threshold}\n"
+                f"and\njob:model_fallback_slo_{slo}_errors:ratio_rate{short_w} > {threshold}"
+            )
+            alerts.append(
+                _alert(
+                    name,
+                    expr,
+                    "2m" if speed == "Fast" else "15m",
+                    severity,
+                    f"{what} error budget burning {factor:g}x too fast for {{{{ $labels.job }}}} "
+                    f"(SLO {target:.2%}, {long_w} and {short_w} windows)",
+                    meaning,
+                )
+            )
+    return recording, alerts
+
+
 def _yaml_scalar(v: Any) -> str:
     if isinstance(v, str):
         return json.dumps(v, ensure_ascii=False)
@@ -463,13 +574,15 @@ def _yaml(obj: Any, indent: int = 0) -> list[str]:
     return lines
 
 
-def rules_yaml(runbook_base: str = RUNBOOK_BASE) -> str:
-    """The Prometheus rules file (recording + alerting rules).
+def rules_yaml(runbook_base: str = RUNBOOK_BASE, slos: SLOTargets = SLOTargets()) -> str:
+    """The Prometheus rules file (recording + alerting rules, SLO burn-rate rules included).
 
     Args:
         runbook_base: prefix of each alert's ``runbook_url``; the lower-cased alert name is
-            appended (the README's ``Runbook: <Alert>`` headings have these anchors).
+            appended (docs/runbooks.md's ``## <AlertName>`` headings have these anchors).
+        slos: the SLO targets of the burn-rate alerts.
     """
+    slo_recording, slo_alerts = slo_rules(slos)
     alerts = [
         {
             **a,
@@ -478,13 +591,13 @@ def rules_yaml(runbook_base: str = RUNBOOK_BASE) -> str:
                 "runbook_url": runbook_base + a["annotations"]["runbook_url"],
             },
         }
-        for a in ALERTS
+        for a in (*ALERTS, *slo_alerts)
     ]
     doc = {
         "groups": [
             {
                 "name": "model_fallback.recording",
-                "rules": [{"record": r, "expr": e} for r, e in RECORDING_RULES],
+                "rules": [{"record": r, "expr": e} for r, e in (*RECORDING_RULES, *slo_recording)],
             },
             {"name": "model_fallback.alerts", "rules": alerts},
         ]
@@ -493,20 +606,26 @@ def rules_yaml(runbook_base: str = RUNBOOK_BASE) -> str:
     return header + "\n".join(_yaml(doc)) + "\n"
 
 
-def generated_files(runbook_base: str = RUNBOOK_BASE) -> dict[str, str]:
-    """Relative path -> content of every generated file (see :func:`rules_yaml` for *runbook_base*)."""
+def generated_files(runbook_base: str = RUNBOOK_BASE, slos: SLOTargets = SLOTargets()) -> dict[str, str]:
+    """Relative path -> content of every generated file (see :func:`rules_yaml`)."""
 
     def dump(d: dict[str, Any]) -> str:
         return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
     return {
-        "model-fallback-overview.json": dump(build_overview()),
+        "model-fallback-overview.json": dump(build_overview(slos)),
         "session-coordination.json": dump(build_session()),
-        "prometheus/rules.yml": rules_yaml(runbook_base),
+        "prometheus/rules.yml": rules_yaml(runbook_base, slos),
     }
 
 
-def main(check: bool = False, out: Path | None = None, *, runbook_base: str = RUNBOOK_BASE) -> int:
+def main(
+    check: bool = False,
+    out: Path | None = None,
+    *,
+    runbook_base: str = RUNBOOK_BASE,
+    slos: SLOTargets = SLOTargets(),
+) -> int:
     """Write the generated files into *out*, or check that the files there are current.
 
     Args:
@@ -514,13 +633,14 @@ def main(check: bool = False, out: Path | None = None, *, runbook_base: str = RU
             is missing or differs from what this code generates.
         out: the output directory (default ``./dashboards``).
         runbook_base: prefix of the alerts' ``runbook_url`` (see :func:`rules_yaml`).
+        slos: the SLO targets of the burn-rate alerts and the error-budget panels.
 
     Returns:
         The process exit status: 0, or 1 when *check* found stale files.
     """
     root = Path("dashboards") if out is None else Path(out)
     stale = []
-    for rel, content in generated_files(runbook_base).items():
+    for rel, content in generated_files(runbook_base, slos).items():
         path = root / rel
         current = path.read_text() if path.exists() else None
         if current == content:
