@@ -383,15 +383,15 @@ def _format_fleet(fleet: dict[str, Any]) -> list[str]:
     if per:
         was, was_calls = per["calls_to_candidate_cooling_elsewhere"], per["calls"]
         lines.append("  calls to a candidate already cooling down in another replica (same seed, two runs)")
-        lines.append(f"    {'':<{width}} {'per process':>24}   {fleet['cooldowns']:>24}")
+        lines.append(f"    {'':<{width}} {'per process':>28}   {fleet['cooldowns']:>28}")
         for cand, n in elsewhere.items():
             before = _share(was.get(cand, 0), was_calls.get(cand, 0))
-            lines.append(f"    {cand:<{width}} {before:>24}   {_share(n, fleet['calls'].get(cand, 0)):>24}")
+            lines.append(f"    {cand:<{width}} {before:>28}   {_share(n, fleet['calls'].get(cand, 0)):>28}")
     else:
         lines.append("  calls to a candidate already cooling down in another replica")
         for cand, n in elsewhere.items():
             lines.append(
-                f"    {cand:<{width}} {_share(n, fleet['calls'].get(cand, 0)):>24}"
+                f"    {cand:<{width}} {_share(n, fleet['calls'].get(cand, 0)):>28}"
                 f"   cooldowns started: {fleet['cooldowns_started'].get(cand, 0)}"
             )
     store = fleet.get("cooldown_store")
