@@ -137,7 +137,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def _substitute(expr: str) -> str:
-    return expr.replace("$__rate_interval", "15s").replace("$job", ".+").replace("$instance", ".+")
+    return (
+        expr.replace("$__rate_interval", "15s")
+        .replace("$__range", "5m")
+        .replace("$job", ".+")
+        .replace("$instance", ".+")
+    )
 
 
 def _dashboard_exprs() -> list[tuple[str, str]]:
