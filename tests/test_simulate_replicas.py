@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -268,6 +269,44 @@ def test_bad_options_exit_2_before_any_work(args: list[str], message: str, tmp_p
     assert "started" not in proc.stderr
     assert not d.exists()
     assert time.monotonic() - t0 < 15
+
+
+def test_metrics_port_in_use_is_a_usage_error_and_leaves_dir_untouched(tmp_path: Path) -> None:
+    """The parent binds the fleet's /metrics before it starts anything."""
+    d = tmp_path / "never"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [*CMD, "--replicas", "2", "--duration", "1", "--metrics-port", str(port), "--dir", str(d)],
+            capture_output=True, text=True, timeout=60, env=_env(),
+        )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot serve /metrics" in proc.stderr
+    assert not d.exists()
+    assert "started" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_replica_that_dies_is_named_and_the_others_are_reported() -> None:
+    """A replica killed mid-run (SIGKILL) leaves no report: the merged report holds the others,
+    names the missing one, and the exit status is 1."""
+    proc = _popen(*RUN[:-1], "--duration", "5", "--json", "--metrics-port", "0")
+    pids = _pids(proc)
+    time.sleep(2)
+    os.kill(pids[1], signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    report = json.loads(out)
+    fleet = report["fleet"]
+    assert fleet["by_replica"][0]["runs"] > 0
+    assert fleet["by_replica"][1]["runs"] is None
+    assert fleet["by_replica"][1]["exit_status"] == -signal.SIGKILL
+    assert report["runs"]["total"] == fleet["by_replica"][0]["runs"]
+    assert any("replica 1" in f for f in fleet["failures"])
+    assert "replica 1 exited with status -9 without a report" in err
+    assert _gone(pids, within=5)
 
 
 def test_calls_cooling_elsewhere_counts_other_replicas_cooldowns_in_force() -> None:

@@ -351,12 +351,12 @@ class _Control:
             self.workload.stop.set()
 
 
-def _read_stdin(control: _Control, token: object) -> None:
+def _read_stdin(control: _Control, token: anyio.lowlevel.EventLoopToken) -> None:
     """The parent's lines, handed to the event loop (a daemon thread: never keeps us alive)."""
 
     def hand(line: str) -> None:
         try:
-            anyio.from_thread.run_sync(control.command, line, token=token)  # type: ignore[arg-type]
+            anyio.from_thread.run_sync(control.command, line, token=token)
         except RuntimeError:  # the loop has ended
             pass
 
