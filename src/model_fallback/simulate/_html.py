@@ -175,6 +175,14 @@ def reproduce_command(config: SimConfig) -> list[str]:
     return argv
 
 
+def _fleet_note(config: SimConfig) -> str:
+    """`` in N replica processes (cooldowns ...)`` for a fleet's page, else nothing."""
+    if not config.fleet:
+        return ""
+    shared = "shared through Redis" if config.redis_url else "per process"
+    return f" in {config.replicas} replica processes (cooldowns {shared})"
+
+
 def _num(v: float) -> str:
     """*v* as short as it reads back exactly (``0.04``, but all of ``1/3``'s digits)."""
     short = f"{v:g}"
@@ -824,7 +832,8 @@ def write_html(
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{html.escape(title)}</h1>"
         f"<p>{report['elapsed_s']:.1f} s ({state}) · {config.concurrency} workers &times; "
-        f"{config.sessions} sessions · chain {html.escape(' → '.join(str(c) for c in config.candidates))}"
+        f"{config.sessions} sessions{_fleet_note(config)} · chain "
+        f"{html.escape(' → '.join(str(c) for c in config.candidates))}"
         f" · sampled {step}. This driver stops a run at once on a local coordination error; a naive "
         "driver counts it as a model failure and falls back into it. Same run, both views.</p></header>"
         f"<main>{_cards(report, stats)}"
