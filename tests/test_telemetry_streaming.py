@@ -148,13 +148,13 @@ async def test_attempt_span_lasts_as_long_as_the_stream(pipes: Pipelines) -> Non
         async for chunk in stream:
             with pipes.tp.get_tracer("app").start_as_current_span("render chunk"):
                 got.append(chunk)
-        last_chunk_ns = time.time_ns()
+            last_chunk_ns = time.time_ns()  # the last one's: the span must end after it
     assert got == [f"gpt-4o:{i}" for i in range(4)]
     (attempt,) = pipes.spans("chat gpt-4o")
     (run,) = pipes.spans(spec.SPAN_RUN)
     assert attempt.kind is SpanKind.CLIENT and attempt.parent.span_id == run.context.span_id
     assert attempt.start_time >= t0
-    assert attempt.end_time >= last_chunk_ns - 1_000_000  # ended with the stream (1 ms slack)
+    assert attempt.end_time >= last_chunk_ns  # ended with the stream, after its last chunk
     assert (attempt.end_time - attempt.start_time) / 1e9 >= first_delay + 3 * gap * 0.9
     assert run.end_time >= attempt.end_time
     # the attempt span is current in the caller's task while the stream lasts
@@ -265,11 +265,11 @@ async def test_ttft_in_both_pipelines_with_the_same_series_and_labels(pipes: Pip
     assert pipes.sample("model_fallback_time_to_first_chunk_seconds_count",
                         {"provider": "openai", "model": "gpt-4o"}) is None  # fmt: skip
     prom_sum = pipes.sample("model_fallback_time_to_first_chunk_seconds_sum", served)
-    assert prom_sum is not None and 0.03 * 0.9 <= prom_sum < 1.0
+    assert prom_sum is not None and 0.03 * 0.9 <= prom_sum < 10.0
     (point,) = pipes.points(spec.TIME_TO_FIRST_CHUNK.otel)
     assert dict(point.attributes) == served and point.count == 1
     assert tuple(point.explicit_bounds) == spec.GENAI_DURATION_BUCKETS
-    assert 0.03 * 0.9 <= point.sum < 1.0
+    assert 0.03 * 0.9 <= point.sum < 10.0
     (genai,) = pipes.points(spec.GENAI_TIME_TO_FIRST_CHUNK.otel)
     assert dict(genai.attributes) == {A.GEN_AI_OPERATION_NAME: "chat", A.GEN_AI_PROVIDER_NAME: "anthropic",
                                       A.GEN_AI_REQUEST_MODEL: "claude-sonnet-4"}  # fmt: skip
