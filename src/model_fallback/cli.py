@@ -606,15 +606,13 @@ def _simulate_fleet(args: argparse.Namespace, config: Any, html: Path | None) ->
 
     def merged(f: Fleet) -> tuple[Any, Any, dict[str, Any]]:
         """The merged stats, timeline and report of fleet *f*'s run."""
-        nonlocal interrupted
         results = f.results()
-        interrupted = interrupted or any(r.get("interrupted") for r in results)
         begun = time.monotonic() - (time.time() - f.t0) if f.t0 is not None else time.monotonic()
         stats, timeline, section, elapsed = merge(f, results, started=begun)
         report = stats.report(
             scenario=config.scenario,
             seed=config.seed,
-            interrupted=interrupted,
+            interrupted=interrupted or any(r.get("interrupted") for r in results),
             config=f.config.as_dict(),
             elapsed_s=elapsed,
         )
@@ -637,7 +635,7 @@ def _simulate_fleet(args: argparse.Namespace, config: Any, html: Path | None) ->
         if f is fleet and html is not None and timeline is not None:
             from model_fallback.simulate import write_html
 
-            write_html(html, timeline, stats, config, interrupted=interrupted)
+            write_html(html, timeline, stats, config, interrupted=report["interrupted"])
             print(f"wrote {html}", file=sys.stderr)
 
     async def run(f: Fleet) -> None:
@@ -686,6 +684,8 @@ def _simulate_fleet(args: argparse.Namespace, config: Any, html: Path | None) ->
                     tg.cancel_scope.cancel()
                     return
                 section = merged(baseline)[2]["fleet"]
+                for failure in baseline.failures:
+                    print(f"model-fallback simulate: error: per-process run: {failure}", file=sys.stderr)
                 kept = ("cooldowns", "calls", "cooldowns_started", "calls_to_candidate_cooling_elsewhere")
                 per_process = {k: section[k] for k in kept}
                 print("per-process run done; now the same run with shared cooldowns", file=sys.stderr)
@@ -708,9 +708,9 @@ def _simulate_fleet(args: argparse.Namespace, config: Any, html: Path | None) ->
             server.server_close()
         for f in fleets:
             f.close()
-    if any(f.failures for f in fleets) and not interrupted:
-        return 1
-    return EXIT_INTERRUPTED if interrupted else 0
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return 1 if any(f.failures for f in fleets) else 0
 
 
 def _html_path(args: argparse.Namespace, unavailable: str | None) -> Path | None:

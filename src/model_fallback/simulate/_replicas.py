@@ -497,7 +497,7 @@ async def _replica(spec: Mapping[str, Any], index: int) -> dict[str, Any]:
     return {
         "replica": index,
         "pid": os.getpid(),
-        "interrupted": control.stopped,
+        "interrupted": control.stopped and workload is not None,
         "orphaned": control.orphaned,
         "elapsed_s": elapsed,
         "stats": stats_state(stats),
@@ -696,6 +696,11 @@ class Fleet:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 await r.proc.stdin.send(f"{line}\n".encode())
 
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was asked (Ctrl-C)."""
+        return self._stopping > 0
+
     async def stop(self) -> None:
         """Ctrl-C: the first stops the replicas' runs (turns in flight finish), the second
         cuts those turns too, a third kills the replicas."""
@@ -768,6 +773,12 @@ def merge(
                 slot.stats = merge_stats([slot.stats, stats_from_state(sec["stats"], chain)], chain)
                 slot.outage_calls.update(sec["outage_calls"])
     elapsed = max((float(r["elapsed_s"]) for r in results), default=0.0)
+    if not fleet.stopping:
+        fleet.failures.extend(
+            f"replica {r['replica']} was stopped by a signal before the end of the run"
+            for r in results
+            if r.get("interrupted")
+        )
     if timeline is not None:
         timeline.ended = started + elapsed
     calls = [r["calls"] for r in results]
