@@ -18,11 +18,11 @@ in a directory of its own (``replica-R``). What differs from one process:
   the aggregate (``prometheus_client.multiprocess.MultiProcessCollector``): one scrape target
   for the fleet.
 * **The report**: each replica writes what it counted (its :class:`Stats`, the wall-clock time
-  of every provider call, every cooldown it started with its wall-clock end, its timeline for
-  the HTML page) to a file the parent reads after the run; the parent merges them into one
-  report and adds, per candidate, the **calls made to a candidate that was already cooling
-  down in another replica** (:func:`calls_cooling_elsewhere`) — the calls that a shared
-  cooldown saves.
+  of every provider call, every cooldown it started with its wall-clock end and when its
+  successes cleared one, its timeline for the HTML page) to a file the parent reads after the
+  run; the parent merges them into one report and adds, per candidate, the **calls made to a
+  candidate that was already cooling down in another replica**
+  (:func:`calls_cooling_elsewhere`) — the calls that a shared cooldown saves.
 
 The parent talks to a replica over its stdin and stdout, one line at a time: the replica says
 ``{"ready": true}`` once set up, the parent answers ``go T0`` (T0: the common start, epoch
@@ -47,7 +47,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -81,8 +81,7 @@ __all__ = [
     "worker_main",
 ]
 
-# What a replica process runs: not ``-m`` on this module, which the package's import would
-# have loaded already (runpy warns about that).
+# What a replica process runs.
 _ENTRY = (
     "import sys; from model_fallback.simulate._replicas import worker_main; "
     "sys.exit(worker_main(sys.argv[1:]))"
@@ -624,9 +623,9 @@ class Fleet:
         """The replica processes' ids (once started)."""
         return [r.proc.pid for r in self.replicas if r.proc is not None]
 
-    async def run(self, on_started: Any = None) -> None:
-        """Start the replicas, start their runs together once all are ready, wait for them to
-        end (cut and then killed if they overrun by far). *on_started* is called with the pids."""
+    async def run(self, on_started: Callable[[list[int]], None] | None = None) -> None:
+        """Start the replicas, start their runs together once all are ready, and wait for them
+        to end (killed if they overrun by far). *on_started* is called with their pids."""
         for r in self.replicas:  # here, not before: a usage error must leave --dir untouched
             r.directory.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
