@@ -108,3 +108,21 @@ def test_importing_the_core_loads_no_telemetry_backend() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_candidate_hash_is_its_value_and_survives_copies() -> None:
+    """Equal candidates hash alike however they were made (parsed, copied, pickled, replaced),
+    so a chain of Candidates and the same chain parsed from strings share cache entries."""
+    import dataclasses
+
+    a = mf.Candidate("openai", "gpt-4o")
+    for b in (
+        mf.Candidate.parse("openai/gpt-4o"),
+        copy.copy(a),
+        copy.deepcopy(a),
+        pickle.loads(pickle.dumps(a)),
+        dataclasses.replace(mf.Candidate("x", "y"), provider="openai", model="gpt-4o"),
+    ):
+        assert a == b and hash(a) == hash(b)
+    assert hash(a) != hash(mf.Candidate("openai", "gpt-4o-mini"))
+    assert {a: 1}[mf.Candidate.parse(" openai/gpt-4o ")] == 1

@@ -9,7 +9,7 @@ modules re-export them.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 __all__ = ["Attempt", "Candidate", "FailoverReason", "Outcome"]
@@ -60,6 +60,11 @@ class Candidate:
 
     provider: str
     model: str
+    # Computed once: every run hashes its chain (the driver's cache of parsed chains).
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __post_init__(self) -> None:
         if not isinstance(self.provider, str) or not isinstance(self.model, str):
@@ -68,6 +73,7 @@ class Candidate:
             raise ValueError(
                 f"Candidate needs a non-empty provider and model, got {self.provider!r}/{self.model!r}"
             )
+        object.__setattr__(self, "_hash", hash((self.provider, self.model)))
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model}"

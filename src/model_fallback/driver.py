@@ -145,7 +145,7 @@ def normalize_candidates(candidates: Iterable[Candidate | str]) -> tuple[Candida
         TypeError: for a bare string/Candidate instead of a sequence, or a wrong item type.
         ValueError: for an empty chain or a malformed ``"provider/model"``.
     """
-    if isinstance(candidates, str | Candidate):
+    if isinstance(candidates, (str, Candidate)):  # a tuple: no union object built per call
         raise TypeError("candidates must be a sequence of Candidate or 'provider/model' strings")
     try:
         items = tuple(candidates)
