@@ -37,7 +37,8 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from model_fallback import telemetry_spec as spec
-from model_fallback._model import Candidate, FailoverReason, Outcome
+from model_fallback._labels import ENUM_VALUES, LabelPairs
+from model_fallback._model import Candidate, Outcome
 from model_fallback._redact import cap_label, redact
 from model_fallback.events import (
     AttemptEnded,
@@ -70,7 +71,6 @@ _ERROR_RUN_OUTCOMES = frozenset(
 _FAILED = frozenset({Outcome.PROVIDER_FAILURE, Outcome.ABORTED})
 _MAX_OPEN_RUNS = 100_000
 # Enum members hash in Python; their plain string values hash in C. Look them up by id().
-_STR: dict[int, str] = {id(m): m._value_ for m in (*Outcome, *FailoverReason, *RunOutcome)}
 
 
 def _called(attempts: tuple[Any, ...]) -> int:
@@ -174,7 +174,7 @@ class OTelObserver(Observer):
         self._ttft_h = made[spec.TIME_TO_FIRST_CHUNK.otel]
         self._interruptions_c = made[spec.STREAM_INTERRUPTIONS.otel]
         self._open: OrderedDict[int, _Run] = OrderedDict()
-        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        self._pair = LabelPairs(max_label_pairs)
         self._attempt_attrs: dict[tuple[str, str, str, str], tuple[dict[str, Any], ...]] = {}
         self._start_attrs: dict[tuple[str, str, int, bool], tuple[str, dict[str, Any]]] = {}
         self._attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -183,19 +183,6 @@ class OTelObserver(Observer):
         self._last_names: list[str] = []
 
     # --- cached attribute dicts (the hot path allocates none the SDK does not need) ---
-
-    def _pair(self, c: Candidate) -> tuple[str, str]:
-        key = (c.provider, c.model)  # strings hash in C; a Candidate hashes in Python
-        pair = self._pairs.get(key)
-        if pair is None:
-            pair = (
-                (cap_label(c.provider), cap_label(c.model))
-                if len(self._pairs) < self.max_label_pairs
-                else (spec.OTHER, spec.OTHER)
-            )
-            if len(self._pairs) < self.max_label_pairs * 4:
-                self._pairs[key] = pair
-        return pair
 
     def _cached(self, key: tuple[Any, ...], build: Any) -> dict[str, Any]:
         found = self._attrs.get(key)
@@ -255,9 +242,9 @@ class OTelObserver(Observer):
         run = self._open.get(event.run_id)
         span = run.attempt if run is not None else None
         outcome = a.outcome
-        outcome_s = _STR[id(outcome)]
+        outcome_s = ENUM_VALUES[id(outcome)]
         kind = a.coordination_kind
-        reason = kind or (_STR[id(a.reason)] if a.reason is not None else spec.REASON_NONE)
+        reason = kind or (ENUM_VALUES[id(a.reason)] if a.reason is not None else spec.REASON_NONE)
         chunks = event.chunks
         if span is not None and span.is_recording():
             # One set_attributes call: each span mutation takes the span's lock.
@@ -390,7 +377,7 @@ class OTelObserver(Observer):
         """Finish the run span and record run metrics."""
         run = self._open.pop(event.run_id, None)
         outcome = event.outcome
-        outcome_s = _STR[id(outcome)]
+        outcome_s = ENUM_VALUES[id(outcome)]
         labels = self._run_labels.get(outcome_s)
         if labels is None:
             labels = self._run_labels[outcome_s] = {"outcome": outcome_s}

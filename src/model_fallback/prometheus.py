@@ -41,8 +41,8 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from model_fallback import telemetry_spec as spec
-from model_fallback._model import Attempt, Candidate, FailoverReason, Outcome
-from model_fallback._redact import cap_label
+from model_fallback._labels import ENUM_VALUES, LabelPairs
+from model_fallback._model import Attempt, Candidate
 from model_fallback.events import (
     AttemptEnded,
     CandidateSkipped,
@@ -81,8 +81,6 @@ def _context_reader() -> Callable[[], Any]:
 if _trace is not None:
     _current_context = _context_reader()
 
-# Enum members hash in Python; their plain string values hash in C. Look them up by id().
-_STR: dict[int, str] = {id(m): m._value_ for m in (*Outcome, *FailoverReason, *RunOutcome)}
 _SUCCESS = RunOutcome.SUCCESS
 
 MAX_CACHED_CHILDREN = 50_000
@@ -259,13 +257,11 @@ class PrometheusObserver:
     ) -> None:
         if not isinstance(namespace, str) or not namespace.isidentifier():
             raise ValueError(f"namespace must be a Prometheus-safe identifier, got {namespace!r}")
-        if isinstance(max_label_pairs, bool) or not isinstance(max_label_pairs, int) or max_label_pairs < 1:
-            raise ValueError("max_label_pairs must be a positive integer")
         self.registry = REGISTRY if registry is None else registry
         self.namespace = namespace
         self.max_label_pairs = max_label_pairs
         self._m = _metrics_for(self.registry, namespace)
-        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        self._labels = LabelPairs(max_label_pairs)
         self._last_chain: object = None
         # (provider, model, id(outcome), id(reason), kind) as the event has them -> counter and histogram
         # references, flattened: (counter, add, histogram, add_sum, add_bucket, bounds)
@@ -279,19 +275,13 @@ class PrometheusObserver:
             self._pair(c if isinstance(c, Candidate) else Candidate.parse(c))
 
     def _pair(self, c: Candidate) -> tuple[str, str]:
-        key = (c.provider, c.model)
-        pair = self._pairs.get(key)
-        if pair is None:
-            pair = (
-                (cap_label(c.provider), cap_label(c.model))
-                if len(self._pairs) < self.max_label_pairs
-                else (spec.OTHER, spec.OTHER)
-            )
-            if len(self._pairs) < self.max_label_pairs * 4:
-                self._pairs[key] = pair
-            m = self._m
-            m.attempts.labels(*pair, "success", spec.REASON_NONE)
-            m.attempt_duration.labels(*pair, "success")
+        """The label values of *c*; a pair seen for the first time gets its zero series."""
+        if c in self._labels:
+            return self._labels(c)
+        pair = self._labels(c)
+        m = self._m
+        m.attempts.labels(*pair, "success", spec.REASON_NONE)
+        m.attempt_duration.labels(*pair, "success")
         return pair
 
     def _remember(self, key: tuple[Any, ...], refs: Any) -> Any:
@@ -308,7 +298,7 @@ class PrometheusObserver:
         if chain is self._last_chain:  # the driver reuses the tuple of a repeated chain
             return
         for c in chain:
-            if (c.provider, c.model) not in self._pairs:
+            if c not in self._labels:
                 self._pair(c)
         self._last_chain = chain
 
@@ -347,7 +337,7 @@ class PrometheusObserver:
                 ref = self._remember(key, _histogram(self._m.ttft.labels(*self._pair(c))))
             _observe(ref, ttft, ex)
         if event.interrupted:
-            reason = _STR[id(a.reason)] if a.reason is not None else spec.REASON_NONE
+            reason = ENUM_VALUES[id(a.reason)] if a.reason is not None else spec.REASON_NONE
             key = ("interrupted", c.provider, c.model, reason)
             ref = self._refs.get(key)
             if ref is None:
@@ -357,11 +347,11 @@ class PrometheusObserver:
     def _attempt_ref(self, a: Attempt, key: tuple[str, str, int, int, str | None]) -> tuple[Any, ...]:
         """The references of one attempt combination (made once)."""
         c = a.candidate
-        outcome = _STR[id(a.outcome)]
+        outcome = ENUM_VALUES[id(a.outcome)]
         if a.coordination_kind is not None:
             reason = a.coordination_kind
         elif a.reason is not None:
-            reason = _STR[id(a.reason)]
+            reason = ENUM_VALUES[id(a.reason)]
         else:
             reason = spec.REASON_NONE
         p, m = self._pair(c)
@@ -377,7 +367,7 @@ class PrometheusObserver:
         """Count the skip (as an attempt with outcome ``skipped`` and as a cooldown skip)."""
         a = event.attempt
         c = a.candidate
-        reason = _STR[id(a.reason)] if a.reason is not None else spec.REASON_NONE
+        reason = ENUM_VALUES[id(a.reason)] if a.reason is not None else spec.REASON_NONE
         key = ("skip", c.provider, c.model, reason)
         found = self._refs.get(key)
         if found is None:
