@@ -79,3 +79,24 @@ def require_tool(name: str, env_var: str | None = None) -> str:
 def contract_dir() -> Path:
     """The design contract and conformance cases kept in the repository (tests/data)."""
     return DATA
+
+
+@pytest.fixture
+def otel() -> Any:
+    """An OTelObserver on an in-memory SDK: ``(observer, span exporter, metric reader, tracer provider)``."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from model_fallback.otel import OTelObserver
+
+    exporter = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader])
+    yield OTelObserver(tracer_provider=tp, meter_provider=mp), exporter, reader, tp
+    tp.shutdown()
+    mp.shutdown()

@@ -62,7 +62,7 @@ __all__ = ["PrometheusObserver"]
 try:  # exemplars need the OpenTelemetry API; without it there are simply none
     from opentelemetry import context as _otel_context
     from opentelemetry import trace as _trace
-except ImportError:  # exercised by tests/test_telemetry.py::test_prometheus_without_opentelemetry
+except ImportError:  # exercised by tests/test_prometheus_observer.py::test_prometheus_without_opentelemetry
     _trace = None  # type: ignore[assignment]
 
 
