@@ -392,3 +392,15 @@ def test_the_simulator_report_and_its_logs_carry_no_key() -> None:
     assert "auth" in outputs[0] and "[REDACTED]" in outputs[0]  # the console spans were there
     for out in outputs:
         assert leaked_piece(_FAKE_KEY, out) is None
+
+
+def test_redact_url_hides_only_the_password() -> None:
+    """A Redis (or any) URL keeps its scheme, user, host, port and path; the password goes."""
+    from model_fallback._redact import redact_url
+
+    assert (
+        redact_url("redis://app:s3cr3t-pw@cache.internal:6380/2") == "redis://app:***@cache.internal:6380/2"
+    )
+    assert redact_url("redis://:s3cr3t-pw@127.0.0.1/0") == "redis://***@127.0.0.1/0"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert "s3cr3t" not in redact_url("redis://u:s3cr3t@[::1")  # unparsable: nothing leaks

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["LABEL_VALUE_MAX", "MAX_EXPORTED_TEXT", "REDACTED", "cap_label", "redact"]
+__all__ = ["LABEL_VALUE_MAX", "MAX_EXPORTED_TEXT", "REDACTED", "cap_label", "redact", "redact_url"]
 
 REDACTED = "[REDACTED]"
 MAX_EXPORTED_TEXT = 512
@@ -202,3 +203,18 @@ def cap_label(value: str, limit: int = LABEL_VALUE_MAX) -> str:
         return value
     digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
     return value[: limit - len(digest) - 1] + "~" + digest
+
+
+def redact_url(url: str) -> str:
+    """*url* with its password, if any, replaced by ``***`` (for reprs, logs and reports)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        user = f"{parts.username}:***@" if parts.username else "***@"
+        return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    except ValueError:
+        return "<url>"

@@ -43,7 +43,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.to_thread
@@ -53,7 +52,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from model_fallback._model import FailoverReason
-from model_fallback._redact import redact
+from model_fallback._redact import redact, redact_url
 from model_fallback.cooldown import STORE_COMPONENT, CooldownEntry, count_store_error
 from model_fallback.errors import SessionWriteLockTimeoutError
 from model_fallback.events import LockAcquired, LockTimedOut, Observer, ObserverSet
@@ -90,21 +89,6 @@ async def _bounded(aw: Awaitable[T], seconds: float) -> T:
     """
     async with asyncio.timeout(seconds):
         return await aw
-
-
-def _safe_url(url: str) -> str:
-    """*url* without its password (for reprs and logs)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        user = f"{parts.username}:***@" if parts.username else "***@"
-        return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
-    except ValueError:
-        return "<redis url>"
 
 
 def _describe(exc: BaseException) -> str:
@@ -367,7 +351,7 @@ class RedisCooldownStore:
 
     def __repr__(self) -> str:
         return (
-            f"RedisCooldownStore({_safe_url(self.url)!r}, namespace={self.namespace!r}, "
+            f"RedisCooldownStore({redact_url(self.url)!r}, namespace={self.namespace!r}, "
             f"connected={self._connected})"
         )
 
@@ -406,7 +390,7 @@ class RedisCooldownStore:
         if not self._connected:
             _log.warning(
                 "cooldown store %s: Redis not reachable at start; going on with local cooldowns",
-                _safe_url(self.url),
+                redact_url(self.url),
             )
 
     def _thread_main(self, ready: threading.Event) -> None:
@@ -693,13 +677,13 @@ class RedisCooldownStore:
             except Exception:
                 pass
         if exc is not None:
-            _log.debug("cooldown store %s: %s", _safe_url(self.url), _describe(exc))
+            _log.debug("cooldown store %s: %s", redact_url(self.url), _describe(exc))
         if exc is not None and self._down_since is None:
             self._down_since = time.monotonic()
             _log.warning(
                 "cooldown store %s: Redis unavailable (%s); runs go on with local cooldowns, "
                 "resync when it is back",
-                _safe_url(self.url),
+                redact_url(self.url),
                 _describe(exc),
             )
 
@@ -761,7 +745,7 @@ class RedisCooldownStore:
             if self._down_since is not None:
                 _log.warning(
                     "cooldown store %s: Redis back after %.1fs; mirror reloaded (%d cooldown(s))",
-                    _safe_url(self.url),
+                    redact_url(self.url),
                     time.monotonic() - self._down_since,
                     len(self._entries),
                 )

@@ -59,6 +59,7 @@ import anyio.lowlevel
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from model_fallback._model import Candidate, FailoverReason
+from model_fallback._redact import redact_url
 from model_fallback.cooldown import CooldownStore, CooldownTracker
 from model_fallback.simulate._faults import FaultProfile, Outage
 from model_fallback.simulate._report import Stats
@@ -267,21 +268,7 @@ def split_workers(concurrency: int, replicas: int) -> list[tuple[int, ...]]:
     return [tuple(w for w in range(concurrency) if w % replicas == r) for r in range(replicas)]
 
 
-def safe_url(url: str) -> str:
-    """*url* without its password."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        user = f"{parts.username}:***@" if parts.username else "***@"
-        return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
-    except ValueError:
-        return "<redis url>"
+safe_url = redact_url  # the name the CLI and the HTML report use
 
 
 def redis_unreachable(url: str, timeout: float = 2.0) -> str | None:
