@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import http.server
+import socket
+import threading
 from typing import Any
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -51,3 +56,75 @@ def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
 def long_names(n: int, size: int) -> list[str]:
     """*n* provider/model names of ~*size* characters that differ only at their very end."""
     return [f"{'p' * size}/{'m' * size}-{i}" for i in range(n)]
+
+
+class Receiver(http.server.ThreadingHTTPServer):
+    def __init__(self) -> None:
+        self.requests: list[ExportTraceServiceRequest] = []
+        self.paths: list[str] = []
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.server.paths.append(self.path)
+        if self.path == "/v1/traces":
+            req = ExportTraceServiceRequest()
+            req.ParseFromString(body)
+            self.server.requests.append(req)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class socket_closed_port:  # noqa: N801 - used as a context manager
+    """A 127.0.0.1 port with nothing listening (connections are refused)."""
+
+    def __enter__(self) -> int:
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = int(s.getsockname()[1])
+        s.close()
+        return self.port
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class HangingServer:
+    """Accepts connections on 127.0.0.1, reads, never answers (a hung collector)."""
+
+    def __init__(self) -> None:
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = int(self.sock.getsockname()[1])
+        self.conns: list[Any] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.conns.append(conn)  # keep it open, say nothing
+
+    def close(self) -> None:
+        self.stop.set()
+        for c in self.conns:
+            c.close()
+        self.sock.close()

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-import http.server
 import threading
 import time
-from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry
@@ -23,8 +19,11 @@ from model_fallback.otel import OTelObserver
 from .telemetry_support import (
     CHAIN,
     KEY,
+    HangingServer,
+    Receiver,
     http_error,
     script,
+    socket_closed_port,
 )
 
 pytestmark = pytest.mark.anyio
@@ -33,38 +32,11 @@ pytestmark = pytest.mark.anyio
 # --- OTLP on the wire ------------------------------------------------------------------
 
 
-class _Receiver(http.server.ThreadingHTTPServer):
-    def __init__(self) -> None:
-        self.requests: list[ExportTraceServiceRequest] = []
-        self.paths: list[str] = []
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        self.server.paths.append(self.path)
-        if self.path == "/v1/traces":
-            req = ExportTraceServiceRequest()
-            req.ParseFromString(body)
-            self.server.requests.append(req)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 def test_otlp_http_export_reaches_a_real_receiver(monkeypatch: pytest.MonkeyPatch) -> None:
     """The real OTLP/HTTP exporter (via telemetry.configure) sends spans with the contract's attributes."""
     from model_fallback import telemetry
 
-    server = _Receiver()
+    server = Receiver()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -131,7 +103,7 @@ def test_unreachable_otlp_endpoint_changes_nothing() -> None:
 
     with socket_closed_port() as dead:
         down, tp_down = observer(f"http://127.0.0.1:{dead}/v1/traces")
-        reachable = _Receiver()
+        reachable = Receiver()
         t = threading.Thread(target=reachable.serve_forever, daemon=True)
         t.start()
         up, tp_up = observer(f"http://127.0.0.1:{reachable.server_address[1]}/v1/traces")
@@ -155,59 +127,12 @@ def test_unreachable_otlp_endpoint_changes_nothing() -> None:
             tp.shutdown()
 
 
-class socket_closed_port:  # noqa: N801 - used as a context manager
-    """A 127.0.0.1 port with nothing listening (connections are refused)."""
-
-    def __enter__(self) -> int:
-        import socket
-
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.port = int(s.getsockname()[1])
-        s.close()
-        return self.port
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-
-class _HangingServer:
-    """Accepts connections on 127.0.0.1, reads, never answers (a hung collector)."""
-
-    def __init__(self) -> None:
-        import socket
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = int(self.sock.getsockname()[1])
-        self.conns: list[Any] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        self.sock.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.conns.append(conn)  # keep it open, say nothing
-
-    def close(self) -> None:
-        self.stop.set()
-        for c in self.conns:
-            c.close()
-        self.sock.close()
-
-
 def test_hanging_otlp_endpoint_changes_nothing() -> None:
     """A collector that accepts and never answers: 1 000 runs give the same results; the
     added time is printed (the exporter blocks only its own background thread)."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    hung = _HangingServer()
+    hung = HangingServer()
     try:
         tp = TracerProvider()
         tp.add_span_processor(BatchSpanProcessor(

@@ -29,7 +29,7 @@ import yaml
 from model_fallback import telemetry_spec as spec
 
 from .conftest import ROOT, require_tool
-from .test_telemetry import _Receiver
+from .telemetry_support import Receiver
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("prom")
     ports = {job: free_port() for job in JOBS}
     prom_port = free_port()
-    receiver = _Receiver()
+    receiver = Receiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     bare_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     traced_env = bare_env | {

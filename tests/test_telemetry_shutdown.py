@@ -25,7 +25,7 @@ import pytest
 
 import model_fallback as mf
 
-from .test_telemetry import CHAIN, _HangingServer, _Receiver, http_error, script, socket_closed_port
+from .telemetry_support import CHAIN, HangingServer, Receiver, http_error, script, socket_closed_port
 
 LOGGER = "model_fallback.telemetry"
 
@@ -33,7 +33,7 @@ LOGGER = "model_fallback.telemetry"
 @pytest.fixture
 def dead_endpoints() -> Iterator[dict[str, str]]:
     """A refusing port and a black-hole listener, as endpoint URLs."""
-    hung = _HangingServer()
+    hung = HangingServer()
     with socket_closed_port() as closed:
         try:
             yield {"refused": f"http://127.0.0.1:{closed}", "black-hole": f"http://127.0.0.1:{hung.port}"}
@@ -127,7 +127,7 @@ def test_a_bad_environment_value_falls_back_to_the_default(monkeypatch: pytest.M
 def test_a_working_receiver_gets_everything_and_nothing_is_said(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = _Receiver()
+    server = Receiver()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -151,7 +151,7 @@ def test_a_working_receiver_gets_everything_and_nothing_is_said(
 
 def test_simulate_with_a_black_hole_endpoint_ends_on_time() -> None:
     """The command: --duration 2 against a collector that never answers. It took 44 s."""
-    hung = _HangingServer()
+    hung = HangingServer()
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{hung.port}"
