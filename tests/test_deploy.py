@@ -19,7 +19,7 @@ def compose() -> dict:  # type: ignore[type-arg]
 def test_compose_mounts_the_files_the_tests_validate() -> None:
     """Every mounted file exists; the collector runs ../otel-collector.yaml, Prometheus the generated rules."""
     services = compose()["services"]
-    assert set(services) == {"otel-collector", "prometheus", "tempo", "grafana"}
+    assert set(services) == {"otel-collector", "prometheus", "tempo", "grafana", "redis"}
     for name, svc in services.items():
         for volume in svc.get("volumes", []):
             source = volume.split(":", 1)[0]
@@ -58,3 +58,13 @@ def test_grafana_provisioning_links_exemplars_to_traces() -> None:
     assert sorted(p.name for p in Path(ROOT / "dashboards").glob("*.json")) == [
         "model-fallback-overview.json", "session-coordination.json",
     ]  # fmt: skip
+
+
+def test_redis_for_shared_cooldowns_and_locks() -> None:
+    """The stack has the Redis that RedisCooldownStore and RedisSessionLock use: on loopback,
+    no persistence (cooldowns expire by themselves), and the URL the docs give."""
+    redis = compose()["services"]["redis"]
+    assert redis["image"].startswith("redis:")
+    assert redis["ports"] == ["127.0.0.1:6379:6379"]
+    assert "--save" in redis["command"] and "--appendonly" in redis["command"]
+    assert "redis://127.0.0.1:6379/0" in (DEPLOY / "docker-compose.yml").read_text()
