@@ -58,7 +58,7 @@ from model_fallback.events import (
 
 __all__ = ["OTelObserver"]
 
-A = spec.ATTRIBUTES
+ATTR = spec.ATTRIBUTES  # the span attribute names
 _ERROR_RUN_OUTCOMES = frozenset(
     {
         RunOutcome.EXHAUSTED,
@@ -202,7 +202,7 @@ class OTelObserver(Observer):
             if chain is not self._last_chain:  # the driver reuses the tuple of a repeated chain
                 self._last_chain = chain
                 self._last_names = [f"{cap_label(c.provider)}/{cap_label(c.model)}" for c in chain]
-            span.set_attribute(A.CANDIDATES, self._last_names)
+            span.set_attribute(ATTR.CANDIDATES, self._last_names)
         token = otel_context.attach(trace.set_span_in_context(span))
         self._open[event.run_id] = _Run(span, token)
         if len(self._open) > _MAX_OPEN_RUNS:  # a run that never ended: don't grow forever
@@ -218,13 +218,13 @@ class OTelObserver(Observer):
         if found is None:
             model = cap_label(c.model)
             attrs: dict[str, Any] = {
-                A.GEN_AI_OPERATION_NAME: self.operation,
-                A.GEN_AI_PROVIDER_NAME: cap_label(c.provider),
-                A.GEN_AI_REQUEST_MODEL: model,
-                A.ATTEMPT_INDEX: event.index,
+                ATTR.GEN_AI_OPERATION_NAME: self.operation,
+                ATTR.GEN_AI_PROVIDER_NAME: cap_label(c.provider),
+                ATTR.GEN_AI_REQUEST_MODEL: model,
+                ATTR.ATTEMPT_INDEX: event.index,
             }
             if event.probe:
-                attrs[A.PROBE] = True
+                attrs[ATTR.PROBE] = True
             found = (f"{self.operation} {model}", attrs)
             if len(self._start_attrs) < 10_000:
                 self._start_attrs[key] = found
@@ -248,25 +248,25 @@ class OTelObserver(Observer):
         chunks = event.chunks
         if span is not None and span.is_recording():
             # One set_attributes call: each span mutation takes the span's lock.
-            attrs: dict[str, Any] = {A.ATTEMPT_OUTCOME: outcome_s}
+            attrs: dict[str, Any] = {ATTR.ATTEMPT_OUTCOME: outcome_s}
             if chunks is not None:
-                attrs[A.GEN_AI_REQUEST_STREAM] = True
-                attrs[A.STREAM_CHUNKS] = chunks
+                attrs[ATTR.GEN_AI_REQUEST_STREAM] = True
+                attrs[ATTR.STREAM_CHUNKS] = chunks
                 if event.time_to_first_chunk_s is not None:
-                    attrs[A.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = event.time_to_first_chunk_s
+                    attrs[ATTR.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = event.time_to_first_chunk_s
             if kind is not None:
-                attrs[A.COORDINATION_KIND] = kind
+                attrs[ATTR.COORDINATION_KIND] = kind
                 span.set_attributes(attrs)
             elif outcome in _FAILED:
-                attrs[A.FAILURE_REASON] = attrs[A.ERROR_TYPE] = reason
+                attrs[ATTR.FAILURE_REASON] = attrs[ATTR.ERROR_TYPE] = reason
                 if a.status is not None:
-                    attrs[A.ERROR_STATUS] = a.status
+                    attrs[ATTR.ERROR_STATUS] = a.status
                 span.set_attributes(attrs)
                 span.set_status(Status(StatusCode.ERROR, redact(a.error) if a.error is not None else reason))
             elif outcome is Outcome.CALLER_ERROR:
                 # The caller's bug, not the model's: the status stays unset (like a
                 # coordination abort) and error.type is the exception's class, as OTel does.
-                attrs[A.ERROR_TYPE] = _error_class(a.error)
+                attrs[ATTR.ERROR_TYPE] = _error_class(a.error)
                 span.set_attributes(attrs)
             else:
                 span.set_attributes(attrs)
@@ -299,9 +299,9 @@ class OTelObserver(Observer):
                 self._cached(
                     ("genai-ttft", p, m),
                     lambda: {
-                        A.GEN_AI_OPERATION_NAME: self.operation,
-                        A.GEN_AI_PROVIDER_NAME: p,
-                        A.GEN_AI_REQUEST_MODEL: m,
+                        ATTR.GEN_AI_OPERATION_NAME: self.operation,
+                        ATTR.GEN_AI_PROVIDER_NAME: p,
+                        ATTR.GEN_AI_REQUEST_MODEL: m,
                     },
                 ),
             )
@@ -324,12 +324,12 @@ class OTelObserver(Observer):
         )
         if outcome is not Outcome.SKIPPED:
             genai: dict[str, Any] = {
-                A.GEN_AI_OPERATION_NAME: self.operation,
-                A.GEN_AI_PROVIDER_NAME: p,
-                A.GEN_AI_REQUEST_MODEL: m,
+                ATTR.GEN_AI_OPERATION_NAME: self.operation,
+                ATTR.GEN_AI_PROVIDER_NAME: p,
+                ATTR.GEN_AI_REQUEST_MODEL: m,
             }
             if outcome in _FAILED:
-                genai[A.ERROR_TYPE] = reason
+                genai[ATTR.ERROR_TYPE] = reason
             out = (*out, genai)
         if len(self._attempt_attrs) < 50_000:
             self._attempt_attrs[(c.provider, c.model, outcome_s, reason)] = out
@@ -344,11 +344,11 @@ class OTelObserver(Observer):
             run.span.add_event(
                 spec.EVENT_SKIPPED,
                 {
-                    A.GEN_AI_PROVIDER_NAME: cap_label(a.candidate.provider),
-                    A.GEN_AI_REQUEST_MODEL: cap_label(a.candidate.model),
-                    A.ATTEMPT_INDEX: a.index,
-                    A.FAILURE_REASON: reason,
-                    A.SKIP_REMAINING: round(event.remaining_s, 3),
+                    ATTR.GEN_AI_PROVIDER_NAME: cap_label(a.candidate.provider),
+                    ATTR.GEN_AI_REQUEST_MODEL: cap_label(a.candidate.model),
+                    ATTR.ATTEMPT_INDEX: a.index,
+                    ATTR.FAILURE_REASON: reason,
+                    ATTR.SKIP_REMAINING: round(event.remaining_s, 3),
                 },
             )
         p, m = self._pair(a.candidate)
@@ -367,8 +367,8 @@ class OTelObserver(Observer):
         """Record the abort on the run span and in the counters."""
         run = self._open.get(event.run_id)
         if run is not None and run.span.is_recording():
-            run.span.set_attribute(A.COORDINATION_KIND, event.kind)
-            run.span.set_attribute(A.UNTRIED, event.untried)
+            run.span.set_attribute(ATTR.COORDINATION_KIND, event.kind)
+            run.span.set_attribute(ATTR.UNTRIED, event.untried)
         attrs = self._cached(("kind", event.kind), lambda: {"kind": event.kind})
         self._coord_c.add(1, attrs)
         self._avoided_c.add(event.untried, attrs)
@@ -395,13 +395,14 @@ class OTelObserver(Observer):
             if span.is_recording():
                 # One set_attributes call: each span mutation takes the span's lock.
                 attrs: dict[str, Any] = {
-                    A.RUN_OUTCOME: outcome_s,
-                    A.ATTEMPT_COUNT: _called(event.attempts),
+                    ATTR.RUN_OUTCOME: outcome_s,
+                    ATTR.ATTEMPT_COUNT: _called(event.attempts),
                 }
                 if event.candidate is not None:
-                    attrs[A.FALLBACK_DEPTH] = event.fallback_depth or 0
-                    attrs[A.SERVED_PROVIDER] = cap_label(event.candidate.provider)
-                    attrs[A.SERVED_MODEL] = attrs[A.GEN_AI_RESPONSE_MODEL] = cap_label(event.candidate.model)
+                    attrs[ATTR.FALLBACK_DEPTH] = event.fallback_depth or 0
+                    attrs[ATTR.SERVED_PROVIDER] = cap_label(event.candidate.provider)
+                    served_model = cap_label(event.candidate.model)
+                    attrs[ATTR.SERVED_MODEL] = attrs[ATTR.GEN_AI_RESPONSE_MODEL] = served_model
                 if outcome in _ERROR_RUN_OUTCOMES:
                     last = event.attempts[-1] if event.attempts else None
                     err_type = (
@@ -411,7 +412,7 @@ class OTelObserver(Observer):
                     )
                     if outcome is RunOutcome.CALLER_ERROR and last is not None:
                         err_type = _error_class(last.error)
-                    attrs[A.ERROR_TYPE] = err_type or outcome.value
+                    attrs[ATTR.ERROR_TYPE] = err_type or outcome.value
                     span.set_attributes(attrs)
                     span.set_status(
                         Status(
@@ -441,7 +442,11 @@ class OTelObserver(Observer):
             spec.SPAN_LOCK_ACQUIRE,
             event.started_ns,
             event.ended_ns,
-            {A.SESSION_PATH: event.path, A.LOCK_WAITED: event.waited_s, A.LOCK_REACQUIRE: event.reacquire},
+            {
+                ATTR.SESSION_PATH: event.path,
+                ATTR.LOCK_WAITED: event.waited_s,
+                ATTR.LOCK_REACQUIRE: event.reacquire,
+            },
             None,
         )
         self._lock_wait_h.record(event.waited_s)
@@ -449,13 +454,13 @@ class OTelObserver(Observer):
     def lock_timed_out(self, event: LockTimedOut) -> None:
         """An ERROR lock-acquire span, the wait histogram and the timeout counter."""
         attrs: dict[str, Any] = {
-            A.SESSION_PATH: event.path,
-            A.LOCK_WAITED: event.waited_s,
-            A.LOCK_REACQUIRE: event.reacquire,
-            A.ERROR_TYPE: "write_lock_timeout",
+            ATTR.SESSION_PATH: event.path,
+            ATTR.LOCK_WAITED: event.waited_s,
+            ATTR.LOCK_REACQUIRE: event.reacquire,
+            ATTR.ERROR_TYPE: "write_lock_timeout",
         }
         if event.owner_pid is not None:
-            attrs[A.LOCK_OWNER_PID] = event.owner_pid
+            attrs[ATTR.LOCK_OWNER_PID] = event.owner_pid
         self._internal_span(
             spec.SPAN_LOCK_ACQUIRE, event.started_ns, event.ended_ns, attrs, "session write lock timed out"
         )
@@ -468,9 +473,9 @@ class OTelObserver(Observer):
 
     def fence_checked(self, event: FenceChecked) -> None:
         """A fence-verify span (INTERNAL; ERROR on a takeover) and the takeover counter."""
-        attrs: dict[str, Any] = {A.SESSION_PATH: event.path, A.TAKEOVER: event.takeover}
+        attrs: dict[str, Any] = {ATTR.SESSION_PATH: event.path, ATTR.TAKEOVER: event.takeover}
         if event.takeover:
-            attrs[A.ERROR_TYPE] = "session_takeover"
+            attrs[ATTR.ERROR_TYPE] = "session_takeover"
         self._internal_span(
             spec.SPAN_FENCE_VERIFY,
             event.started_ns,
