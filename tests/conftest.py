@@ -1,9 +1,9 @@
 """Shared fixtures: the anyio backend, the contract data, external-tool lookup, and a
 guard that no test reads outside the checkout.
 
-The repository stands alone: the design contract and the conformance cases the tests
-need are copies in ``tests/data/`` (``scripts/sync-contract`` refreshes them from the
-project's shared folder when one sits beside the checkout).
+The repository stands alone: the design contract (``docs/contract/DESIGN.md``) and the
+conformance cases (``tests/data/conformance/``) the tests need are copies kept in it
+(``scripts/sync-contract`` refreshes them from the project's shared folder).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
+CONTRACT = ROOT / "docs" / "contract"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 # Paths opened by this process in the checkout's parent folder but outside the checkout.
@@ -43,7 +44,7 @@ sys.addaudithook(_audit)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if any test opened a file beside the checkout (e.g. ../shared)."""
+    """Fail the run if any test opened a file beside the checkout (the project's shared folder)."""
     outside = [p for p in OUTSIDE_READS if not p.endswith("outside-probe")]
     if outside:
         sys.stderr.write(f"\ntests opened files outside the checkout: {sorted(set(outside))[:10]}\n")
@@ -77,8 +78,8 @@ def require_tool(name: str, env_var: str | None = None) -> str:
 
 @pytest.fixture(scope="session")
 def contract_dir() -> Path:
-    """The design contract and conformance cases kept in the repository (tests/data)."""
-    return DATA
+    """The folder of the design contract kept in the repository (docs/contract/DESIGN.md)."""
+    return CONTRACT
 
 
 @pytest.fixture

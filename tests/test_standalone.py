@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import DATA, OUTSIDE_READS, ROOT
+from .conftest import CONTRACT, DATA, OUTSIDE_READS, ROOT
 
 
 def test_the_guard_sees_a_read_beside_the_checkout() -> None:
@@ -18,5 +18,5 @@ def test_the_guard_sees_a_read_beside_the_checkout() -> None:
 
 def test_the_contract_copies_are_in_the_repository() -> None:
     """The design contract and the conformance cases the tests use live in tests/data."""
-    assert (DATA / "DESIGN.md").read_text(encoding="utf-8").startswith("# model-fallback")
+    assert (CONTRACT / "DESIGN.md").read_text(encoding="utf-8").startswith("# model-fallback")
     assert (DATA / "conformance" / "classification.json").stat().st_size > 1000
