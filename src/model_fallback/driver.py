@@ -200,31 +200,17 @@ class PendingRun(NamedTuple):
         time_to_first_chunk_s: float | None = None,
         chunks: int | None = None,
     ) -> tuple[Attempt, ...]:
-        """Report the attempt (as it ended) and the run; return the run's attempts."""
+        """Report the attempt (as it ended) and the run, as the driver reports a plain run;
+        return the run's attempts."""
         attempts = (*self.attempts[:-1], attempt)
         obs = self.observers
         if obs is None:
             return attempts
-        if obs.attempt_ended:
-            obs.emit("attempt_ended", AttemptEnded(self.run_id, attempt, time_to_first_chunk_s, chunks))
-        if outcome is RunOutcome.COORDINATION_ABORT and obs.coordination_aborted:
-            untried = self.chain_length - attempt.index - 1
-            kind = attempt.coordination_kind or ""
-            obs.emit("coordination_aborted", CoordinationAborted(self.run_id, attempt, kind, untried))
-        if obs.run_ended:
-            served = outcome is RunOutcome.SUCCESS
-            obs.emit(
-                "run_ended",
-                RunEnded(
-                    self.run_id,
-                    outcome,
-                    attempts,
-                    attempt.candidate if served else None,
-                    attempt.index if served else None,
-                    _perf() - self.started,
-                    error,
-                ),
-            )
+        _report_attempt(obs, self.run_id, attempt, time_to_first_chunk_s, chunks)
+        if outcome is RunOutcome.COORDINATION_ABORT:
+            _report_abort(obs, self.run_id, attempt, self.chain_length - attempt.index - 1)
+        served = attempt if outcome is RunOutcome.SUCCESS else None
+        _report_run_end(obs, self.run_id, outcome, attempts, self.started, error, served)
         return attempts
 
 
@@ -461,12 +447,7 @@ def _report_success(
     attempts.clear()  # see the caller: the driver's frame must not keep the errors
     if obs is not None:
         _report_attempt(obs, run_id, succeeded)
-        if obs.run_ended:
-            served, depth = succeeded.candidate, succeeded.index
-            ended = RunEnded(
-                run_id, RunOutcome.SUCCESS, result.attempts, served, depth, _perf() - started, None
-            )
-            obs.emit("run_ended", ended)
+        _report_run_end(obs, run_id, RunOutcome.SUCCESS, result.attempts, started, None, succeeded)
     return result
 
 
@@ -483,9 +464,8 @@ def _report_stop(
     if obs is not None:
         last = attempts[-1]
         _report_attempt(obs, run_id, last)
-        if outcome is RunOutcome.COORDINATION_ABORT and obs.coordination_aborted:
-            aborted = CoordinationAborted(run_id, last, last.coordination_kind or "", untried)
-            obs.emit("coordination_aborted", aborted)
+        if outcome is RunOutcome.COORDINATION_ABORT:
+            _report_abort(obs, run_id, last, untried)
         _report_run_end(obs, run_id, outcome, tuple(attempts), started, exc)
     attempts.clear()
 
@@ -523,9 +503,21 @@ def _failures(attempts: list[Attempt]) -> list[FailoverError]:
     return failures
 
 
-def _report_attempt(obs: ObserverSet, run_id: int, attempt: Attempt) -> None:
+def _report_attempt(
+    obs: ObserverSet,
+    run_id: int,
+    attempt: Attempt,
+    time_to_first_chunk_s: float | None = None,
+    chunks: int | None = None,
+) -> None:
     if obs.attempt_ended:
-        obs.emit("attempt_ended", AttemptEnded(run_id, attempt))
+        obs.emit("attempt_ended", AttemptEnded(run_id, attempt, time_to_first_chunk_s, chunks))
+
+
+def _report_abort(obs: ObserverSet, run_id: int, attempt: Attempt, untried: int) -> None:
+    if obs.coordination_aborted:
+        kind = attempt.coordination_kind or ""
+        obs.emit("coordination_aborted", CoordinationAborted(run_id, attempt, kind, untried))
 
 
 def _report_run_end(
@@ -534,7 +526,10 @@ def _report_run_end(
     outcome: RunOutcome,
     attempts: tuple[Attempt, ...],
     started: float,
-    error: BaseException,
+    error: BaseException | None,
+    served: Attempt | None = None,
 ) -> None:
+    """``run_ended``; *served* is the attempt that served a successful run."""
     if obs.run_ended:
-        obs.emit("run_ended", RunEnded(run_id, outcome, attempts, None, None, _perf() - started, error))
+        candidate, depth = (served.candidate, served.index) if served is not None else (None, None)
+        obs.emit("run_ended", RunEnded(run_id, outcome, attempts, candidate, depth, _perf() - started, error))
