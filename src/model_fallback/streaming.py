@@ -65,9 +65,17 @@ _EMPTY: Any = object()  # a stream that ended before its first chunk
 _perf = time.perf_counter
 
 
+async def close_stream(iterator: object, source: object = None) -> None:
+    """Close a provider's stream: its iterator, then the object that gave it when that is
+    another one (an SDK's stream object around its iterator). Each is closed with
+    ``aclose()``, else an awaitable ``close()``; shielded from cancellation (the block may be
+    left *because* of it) and bounded in time. Used by every path that leaves a stream."""
+    await _close(iterator)
+    if source is not None and source is not iterator:
+        await _close(source)
+
+
 async def _close(iterator: object) -> None:
-    """Close a provider's iterator: ``aclose()``, else an awaitable ``close()``; shielded
-    from cancellation (the block may be left *because* of it) and bounded in time."""
     closer = getattr(iterator, "aclose", None) or getattr(iterator, "close", None)
     if closer is None:
         return
@@ -143,7 +151,7 @@ class FallbackStream(Generic[T]):
             self._end(Outcome.SUCCESS, RunOutcome.SUCCESS, None)
             raise
         except Exception as exc:
-            failure = self._failed(exc)
+            failure = self.record_failure(exc)
             if failure is exc:
                 raise
             raise failure from exc
@@ -153,8 +161,12 @@ class FallbackStream(Generic[T]):
         self.chunks += 1
         return chunk
 
-    def _failed(self, exc: Exception) -> BaseException:
-        """Record a failure after the first chunk; return what to raise."""
+    def record_failure(self, exc: Exception) -> BaseException:
+        """Record a failure after the first chunk and end the stream's attempt and run;
+        return what to raise (the error itself, or a :class:`StreamInterruptedError`).
+
+        The stream does this itself; a session turn (:func:`~model_fallback.session.
+        stream_embedded_turn`) calls it for a coordination error it finds on leaving."""
         candidate = self.candidate
         info = analyze(exc, candidate.provider)
         if info.coordination_kind is not None:
@@ -230,9 +242,7 @@ class FallbackStream(Generic[T]):
             else:
                 self._end(Outcome.CANCELLED, RunOutcome.CANCELLED, exc)
         if opened is not None:
-            await _close(opened.iterator)
-            if opened.source is not opened.iterator:
-                await _close(opened.source)
+            await close_stream(opened.iterator, opened.source)
 
 
 class _StreamContext(Generic[T]):
@@ -276,9 +286,7 @@ class _StreamContext(Generic[T]):
             except StopAsyncIteration:
                 first = _EMPTY
         except BaseException:
-            await _close(iterator)
-            if source is not iterator:
-                await _close(source)
+            await close_stream(iterator, source)
             raise
         return Deferred(_Opened(source, iterator, first, _perf() - started))
 

@@ -16,7 +16,7 @@ from model_fallback.cooldown import CooldownTracker
 from model_fallback.driver import FallbackPolicy, FallbackResult, run_with_model_fallback, validate_timeout
 from model_fallback.events import Observer, ObserverSet
 from model_fallback.session._file import HeldSession, SessionFile
-from model_fallback.streaming import FallbackStream, _close, stream_with_model_fallback
+from model_fallback.streaming import FallbackStream, close_stream, stream_with_model_fallback
 
 __all__ = ["run_embedded_turn", "stream_embedded_turn"]
 
@@ -205,9 +205,7 @@ class _ReleasedStream(Generic[T]):
 
     async def aclose(self) -> None:
         """Close the provider's stream (shielded and bounded); the release is left as is."""
-        await _close(self._iterator)
-        if self._source is not self._iterator:
-            await _close(self._source)
+        await close_stream(self._iterator, self._source)
 
 
 def _default_stream_reply(chunks: list[Any], stream: FallbackStream[Any]) -> dict[str, Any]:
@@ -288,19 +286,19 @@ class _StreamingTurn(Generic[T]):
                 except StopAsyncIteration:
                     first = _NOTHING
         except BaseException as exc:
-            await _close_all(iterator, source)
+            await close_stream(iterator, source)
             if isinstance(exc, Exception):
                 await release.__aexit__(type(exc), exc, exc.__traceback__)  # re-raises exc
             # Cancellation: propagates at once, the fence pending for the next operation.
             raise
         if cut is not None and cut.cancelled_caught:
-            await _close_all(iterator, source)
+            await close_stream(iterator, source)
             # Held back until the fence is verified: a takeover during the wait is raised as
             # itself, not as a model timeout.
             await release.__aexit__(None, None, None)
             raise TimeoutError(f"no first chunk within first_chunk_timeout={timeout:g}s")
         if first is _NOTHING:  # the stream ended before any chunk: the prompt is over
-            await _close_all(iterator, source)
+            await close_stream(iterator, source)
             await release.__aexit__(None, None, None)
             self._serving = _ReleasedStream(source, iterator, _NOTHING, None, None)
         else:
@@ -340,7 +338,7 @@ class _StreamingTurn(Generic[T]):
                     found = problem if problem is not None else exc
                     if isinstance(found, Exception) and analyze(found).coordination_kind is not None:
                         # Reported as the coordination abort it is, not as a served stream.
-                        stream._failed(found)
+                        stream.record_failure(found)
             finally:
                 await self._context.__aexit__(exc_type, exc, tb)
             if problem is not None:
@@ -355,13 +353,6 @@ class _StreamingTurn(Generic[T]):
                 await held.append(entry)
         finally:
             await locked.__aexit__(exc_type, exc, tb)
-
-
-async def _close_all(iterator: object, source: object) -> None:
-    if iterator is not None:
-        await _close(iterator)
-    if source is not None and source is not iterator:
-        await _close(source)
 
 
 def stream_embedded_turn(
