@@ -286,3 +286,14 @@ async def test_observed_runs_leave_no_reference_cycles(
     prom = PrometheusObserver(CollectorRegistry(), candidates=CHAIN)
     await assert_errors_freed_without_gc((otel[0], prom))
     assert otel[1].get_finished_spans()  # the spans were really recorded
+
+
+def test_count_error_feeds_the_telemetry_errors_counter(otel: Any) -> None:
+    """Like the Prometheus observer, the OTel observer counts failures reported to it by
+    component (the Redis cooldown store reports ``cooldown_store`` this way), so both
+    pipelines carry model_fallback_telemetry_errors_total{component="cooldown_store"}."""
+    obs, _, reader, _ = otel
+    obs.count_error("cooldown_store")
+    obs.count_error("cooldown_store")
+    pts = points(reader)[spec.TELEMETRY_ERRORS.otel]
+    assert [(p.attributes["component"], p.value) for p in pts] == [("cooldown_store", 2)]

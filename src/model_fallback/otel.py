@@ -488,6 +488,9 @@ class OTelObserver(Observer):
 
     def observer_failed(self, event: ObserverFailed) -> None:
         """Count another observer's failure."""
-        self._telemetry_c.add(
-            1, self._cached(("tel", event.component), lambda: {"component": event.component})
-        )
+        self.count_error(event.component)
+
+    def count_error(self, component: str) -> None:
+        """Count a telemetry failure of *component* (e.g. ``cooldown_store``, reported by a
+        shared cooldown store given this observer)."""
+        self._telemetry_c.add(1, self._cached(("tel", component), lambda: {"component": component}))
