@@ -506,6 +506,7 @@ HARD_BILLING = _rx(
     r"payment method",
     r"credit balance",
 )
+INTERNAL_ERROR_503 = _rx(r"internal[_ ](?:server )?error", r"database error")
 RATE_WORDS = _rx(r"rate[_ ]?limit", r"too many requests", r"throttl", r"quota")
 HARD_BILLING_OR_BALANCE = _rx(r"insufficient[_ ](?:credits?|quota|funds|balance)", r"余额不足|欠费")
 PERIODIC_LIMIT = _rx(r"\b(?:daily|weekly|monthly) (?:usage )?limits? (?:exhausted|reached|exceeded)")
@@ -771,7 +772,7 @@ def classify_status(status: int, text: str) -> FailoverReason | None:
     if status == 503:
         if OVERLOADED_TEXT.search(text) or RATE_LIMIT_TEXT.search(text):
             return OVERLOADED
-        if re.search(r"internal[_ ](?:server )?error|database error", text):
+        if INTERNAL_ERROR_503.search(text):
             return SERVER_ERROR
         return OVERLOADED
     if 500 <= status <= 599:
